@@ -1,0 +1,5 @@
+import sys
+
+from distsync.cli import main
+
+sys.exit(main())
