@@ -24,10 +24,7 @@ def test_dispatcher_uses_compiled_kernel_unless_disabled(kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_env_var_forces_python_twin(kernel: str) -> None:
-    code = (
-        "from distsync._core import implementation;"
-        f"print(implementation({kernel!r}))"
-    )
+    code = f"from distsync._core import implementation;print(implementation({kernel!r}))"
     env = dict(os.environ, DISTSYNC_NO_EXTENSIONS="1")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
