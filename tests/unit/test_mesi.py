@@ -1,0 +1,539 @@
+"""The MESI line table of the near-cache agent, on both twins.
+
+The expected protocol table below is written from the MESI protocol as the
+near-cache uses it (agent side, directory at the home node), not copied from
+the kernel; every (state, event) pair is checked against it, then random
+operation sequences are checked against a small oracle (a dict and a list of
+keys in LRU order) and the two twins against each other.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from distsync._core import NO_EXTENSIONS, load
+from distsync.errors import DistSyncError, ProtocolError
+
+# -- the protocol, written independently of the code ---------------------------
+
+STATES = ("I", "S", "E", "M")
+EVENTS = (
+    "LOCAL_READ",
+    "LOCAL_WRITE",
+    "FILL_EXCLUSIVE",
+    "FILL_SHARED",
+    "UPGRADE",
+    "REMOTE_READ",
+    "INVALIDATE",
+    "EVICT",
+    "FLUSH",
+    "CLEAN",
+)
+ACTIONS = ("NONE", "FETCH", "INVALIDATE_OTHERS", "WRITE_BACK")
+STATE_CONST = {"I": "INVALID", "S": "SHARED", "E": "EXCLUSIVE", "M": "MODIFIED"}
+
+# EXPECTED[event][state] = (next state, action), or None where the protocol
+# forbids the event. Reasons, row by row:
+# - a read hits in any valid state; in I it must fetch from home;
+# - a write is local in M and E (E -> M silently: nobody else has a copy), in
+#   S the home must invalidate the other sharers first, in I it is a miss;
+# - the home sends data only to an agent without a copy (fills need I), and
+#   confirms an upgrade only to a sharer (UPGRADE needs S);
+# - a remote read downgrades an owner to S, a remote write / recall or our own
+#   eviction drops the line, and dirty (M) data must reach home each time;
+#   these arrive asynchronously, so on I they are harmless no-ops;
+# - a flush writes dirty data home and keeps ownership (M -> E); a clean is
+#   the acknowledgement of a write-through already at home (no write-back).
+EXPECTED: dict[str, dict[str, tuple[str, str] | None]] = {
+    "LOCAL_READ": {
+        "I": ("I", "FETCH"),
+        "S": ("S", "NONE"),
+        "E": ("E", "NONE"),
+        "M": ("M", "NONE"),
+    },
+    "LOCAL_WRITE": {
+        "I": ("I", "FETCH"),
+        "S": ("S", "INVALIDATE_OTHERS"),
+        "E": ("M", "NONE"),
+        "M": ("M", "NONE"),
+    },
+    "FILL_EXCLUSIVE": {"I": ("E", "NONE"), "S": None, "E": None, "M": None},
+    "FILL_SHARED": {"I": ("S", "NONE"), "S": None, "E": None, "M": None},
+    "UPGRADE": {"I": None, "S": ("E", "NONE"), "E": None, "M": None},
+    "REMOTE_READ": {
+        "I": ("I", "NONE"),
+        "S": ("S", "NONE"),
+        "E": ("S", "NONE"),
+        "M": ("S", "WRITE_BACK"),
+    },
+    "INVALIDATE": {
+        "I": ("I", "NONE"),
+        "S": ("I", "NONE"),
+        "E": ("I", "NONE"),
+        "M": ("I", "WRITE_BACK"),
+    },
+    "EVICT": {
+        "I": ("I", "NONE"),
+        "S": ("I", "NONE"),
+        "E": ("I", "NONE"),
+        "M": ("I", "WRITE_BACK"),
+    },
+    "FLUSH": {
+        "I": ("I", "NONE"),
+        "S": ("S", "NONE"),
+        "E": ("E", "NONE"),
+        "M": ("E", "WRITE_BACK"),
+    },
+    "CLEAN": {
+        "I": ("I", "NONE"),
+        "S": ("S", "NONE"),
+        "E": ("E", "NONE"),
+        "M": ("E", "NONE"),
+    },
+}
+
+
+@pytest.fixture
+def mod(impl: str) -> ModuleType:
+    return load("mesi", impl)
+
+
+def codes(m: ModuleType) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Name -> code maps of states, events and actions, read from the module."""
+    states = {s: getattr(m, STATE_CONST[s]) for s in STATES}
+    events = {e: getattr(m, e) for e in EVENTS}
+    actions = {a: getattr(m, a) for a in ACTIONS}
+    return states, events, actions
+
+
+def in_state(m: ModuleType, table: Any, key: Any, state: str, value: Any = "v") -> None:
+    """Put ``key`` in ``state`` through the public API only."""
+    if state == "S":
+        table.fill(key, value, False)
+    elif state in ("E", "M"):
+        table.fill(key, value, True)
+        if state == "M":
+            assert table.write(key, value) == m.NONE
+
+
+# -- constants and the table -------------------------------------------------------
+
+
+def test_constants_are_distinct_small_ints(mod: ModuleType) -> None:
+    states, events, actions = codes(mod)
+    for group in (states, events, actions):
+        vals = list(group.values())
+        assert all(type(v) is int and 0 <= v < 256 for v in vals)
+        assert len(set(vals)) == len(vals)
+    assert mod.REMOTE_WRITE == mod.INVALIDATE
+    assert mod.OP_GET != mod.OP_PUT
+    assert mod.STATE_NAMES[mod.MODIFIED] == "M"
+    assert mod.EVENT_NAMES[mod.UPGRADE] == "UPGRADE"
+    assert mod.ACTION_NAMES[mod.WRITE_BACK] == "WRITE_BACK"
+
+
+def test_twins_share_constants() -> None:
+    if NO_EXTENSIONS:
+        pytest.skip("compiled twin not built")
+    c, py = load("mesi", "c"), load("mesi", "py")
+    for name in py.__all__:
+        if name[0].isupper() and isinstance(getattr(py, name), int):
+            assert getattr(c, name) == getattr(py, name), name
+    assert c.IllegalTransition is py.IllegalTransition
+    assert dict(c.TRANSITIONS) == dict(py.TRANSITIONS)
+
+
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_transition_function_matches_protocol(mod: ModuleType, state: str, event: str) -> None:
+    states, events, actions = codes(mod)
+    expected = EXPECTED[event][state]
+    if expected is None:
+        with pytest.raises(mod.IllegalTransition) as info:
+            mod.transition(states[state], events[event])
+        assert event in str(info.value) and state in str(info.value)
+        assert (states[state], events[event]) not in mod.TRANSITIONS
+        return
+    want = (states[expected[0]], actions[expected[1]])
+    assert mod.transition(states[state], events[event]) == want
+    assert mod.TRANSITIONS[(states[state], events[event])] == want
+
+
+def test_transitions_mapping_is_complete_and_read_only(mod: ModuleType) -> None:
+    legal = sum(cell is not None for row in EXPECTED.values() for cell in row.values())
+    assert len(mod.TRANSITIONS) == legal
+    with pytest.raises(TypeError):
+        mod.TRANSITIONS[(0, 0)] = (0, 0)
+
+
+def test_illegal_transition_is_a_protocol_error(mod: ModuleType) -> None:
+    assert issubclass(mod.IllegalTransition, ProtocolError)
+    assert issubclass(mod.IllegalTransition, DistSyncError)
+    t = mod.LineTable(4)
+    t.fill("k", 1, True)
+    with pytest.raises(mod.IllegalTransition) as info:
+        t.apply("k", mod.FILL_SHARED, 2)
+    err = info.value
+    assert (err.state, err.event, err.key) == (mod.EXCLUSIVE, mod.FILL_SHARED, "k")
+    assert t.peek("k") == 1 and t.state("k") == mod.EXCLUSIVE
+
+
+# -- every pair of the table on a live line ----------------------------------------
+
+
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("state", STATES)
+def test_apply_every_pair_on_a_line(mod: ModuleType, state: str, event: str) -> None:
+    states, events, actions = codes(mod)
+    t = mod.LineTable(8)
+    in_state(mod, t, "other", "E")
+    in_state(mod, t, "k", state, value="old")
+    t.pop_write_backs()
+    before = t.stats()
+    expected = EXPECTED[event][state]
+    if expected is None:
+        with pytest.raises(mod.IllegalTransition):
+            t.apply("k", events[event], "new")
+        assert t.state("k") == states[state]
+        assert t.stats() == before and t.pop_write_backs() == []
+        return
+    nxt, action = expected
+    assert t.apply("k", events[event], "new") == actions[action]
+    assert t.state("k") == states[nxt]
+    assert ("k" in t) == (nxt != "I")
+    assert len(t) == 1 + (nxt != "I")
+    # Dirty data goes to the queue exactly when the protocol says WRITE_BACK.
+    wb = t.pop_write_backs()
+    assert wb == ([("k", "old")] if action == "WRITE_BACK" else [])
+    after = t.stats()
+    assert after["write_backs"] - before["write_backs"] == len(wb)
+    valid_before = state != "I"
+    assert after["invalidations"] - before["invalidations"] == (
+        event == "INVALIDATE" and valid_before
+    )
+    assert after["evictions"] - before["evictions"] == (event == "EVICT" and valid_before)
+    if event == "LOCAL_READ":
+        assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (
+            (1, 0) if valid_before else (0, 1)
+        )
+    # Values: a write in M/E stores the new value, a fill installs it.
+    if nxt != "I":
+        stored = t.peek("k")
+        writes = event == "LOCAL_WRITE" and state in ("E", "M")
+        assert stored == ("new" if writes or event.startswith("FILL") else "old")
+
+
+def test_transition_rejects_bad_codes(mod: ModuleType) -> None:
+    for bad in (-1, 4, 255, 2**70):
+        with pytest.raises(ValueError, match="state"):
+            mod.transition(bad, 0)
+    for bad in (-1, 10, 2**70):
+        with pytest.raises(ValueError, match="event"):
+            mod.transition(0, bad)
+    for bad in ("0", 1.0, None, True, [0]):
+        with pytest.raises(TypeError, match="state"):
+            mod.transition(bad, 0)
+        with pytest.raises(TypeError, match="event"):
+            mod.transition(0, bad)
+
+
+# -- the local API -------------------------------------------------------------------
+
+
+def test_get_hit_miss_and_counters(mod: ModuleType) -> None:
+    t = mod.LineTable(4)
+    sentinel = object()
+    assert t.get("a") is None
+    assert t.get("a", sentinel) is sentinel
+    t.fill("a", [1], False)
+    t.fill(b"a", "bytes", True)
+    assert t.get("a") == [1] and t.get(b"a") == "bytes"
+    assert (t.hits, t.misses) == (2, 2)
+    assert t.stats() == {
+        "hits": 2,
+        "misses": 2,
+        "invalidations": 0,
+        "evictions": 0,
+        "write_backs": 0,
+    }
+    # peek, state, contains, len touch no counter.
+    assert t.peek("zz", 5) == 5 and t.state("zz") == mod.INVALID
+    assert "a" in t and "zz" not in t and len(t) == 2
+    assert (t.hits, t.misses) == (2, 2)
+    assert t.capacity == 4
+
+
+def test_write_follows_protocol(mod: ModuleType) -> None:
+    t = mod.LineTable(4)
+    assert t.write("k", 1) == mod.FETCH and "k" not in t  # write miss
+    t.fill("k", 0, False)
+    assert t.write("k", 1) == mod.INVALIDATE_OTHERS  # needs an upgrade
+    assert t.state("k") == mod.SHARED and t.peek("k") == 0  # unchanged meanwhile
+    assert t.apply("k", mod.UPGRADE) == mod.NONE
+    assert t.state("k") == mod.EXCLUSIVE
+    assert t.write("k", 1) == mod.NONE and t.state("k") == mod.MODIFIED
+    assert t.write("k", 2) == mod.NONE and t.get("k") == 2
+    # Downgrade by a remote reader: the dirty value goes home, the copy stays.
+    assert t.apply("k", mod.REMOTE_READ) == mod.WRITE_BACK
+    assert t.pop_write_backs() == [("k", 2)] and t.pop_write_backs() == []
+    assert t.state("k") == mod.SHARED and t.get("k") == 2
+    # Invalidation of a clean copy: no write-back, counted.
+    assert t.invalidate("k") == mod.NONE and "k" not in t
+    assert t.invalidations == 1 and t.write_backs == 1
+    assert t.invalidate("k") == mod.NONE and t.invalidations == 1  # stale, harmless
+
+
+def test_flush_and_clean(mod: ModuleType) -> None:
+    t = mod.LineTable(4)
+    in_state(mod, t, "a", "M", value=1)
+    in_state(mod, t, "b", "M", value=2)
+    assert t.apply("a", mod.FLUSH) == mod.WRITE_BACK
+    assert t.apply("b", mod.CLEAN) == mod.NONE
+    assert t.pop_write_backs() == [("a", 1)]
+    assert t.state("a") == t.state("b") == mod.EXCLUSIVE
+    # Both are clean now: dropping them writes nothing back.
+    assert t.apply("a", mod.EVICT) == mod.NONE and t.apply("b", mod.INVALIDATE) == mod.NONE
+    assert t.pop_write_backs() == [] and (t.evictions, t.invalidations) == (1, 1)
+
+
+def test_lru_eviction_order_and_touch(mod: ModuleType) -> None:
+    t = mod.LineTable(3)
+    for k in "abc":
+        t.fill(k, k.upper(), True)
+    assert t.keys() == ["a", "b", "c"]
+    t.get("a")  # a becomes most recently used
+    assert t.keys() == ["b", "c", "a"]
+    t.write("b", "B2")  # a local write is a use too
+    assert t.keys() == ["c", "a", "b"]
+    t.peek("c")  # peek is not
+    t.fill("d", "D", False)
+    assert t.keys() == ["a", "b", "d"] and "c" not in t
+    assert t.evictions == 1 and t.pop_write_backs() == []
+
+
+@pytest.mark.parametrize("victim_state", ["S", "E", "M"])
+def test_evicting_modified_reports_write_back_once(mod: ModuleType, victim_state: str) -> None:
+    t = mod.LineTable(2)
+    in_state(mod, t, "victim", victim_state, value="dirty")
+    t.fill("x", 1, True)
+    t.fill("y", 2, True)  # evicts the victim, the LRU line
+    assert "victim" not in t and t.evictions == 1
+    wb = t.pop_write_backs()
+    assert wb == ([("victim", "dirty")] if victim_state == "M" else [])
+    assert t.write_backs == len(wb)
+    # Exactly once: more traffic never reports it again.
+    t.fill("z", 3, True)
+    t.get("victim")
+    assert t.pop_write_backs() == []
+
+
+def test_batch_run_gets_and_puts(mod: ModuleType) -> None:
+    t = mod.LineTable(3)
+    t.fill("a", 1, False)
+    G, P = mod.OP_GET, mod.OP_PUT
+    ops = bytes([G, P, P, G, P, P, G])
+    keys = ["a", "b", "a", "b", "c", "d", "b"]
+    vals = [None, 2, 10, None, 3, 4, None]
+    # a hit, b put (fill M), a put (S -> M, owned), b hit, c put, d put evicts
+    # the LRU line (a, M, queued), b hit.
+    assert t.run(ops, keys, vals) == 3
+    assert t.keys() == ["c", "d", "b"]
+    assert t.pop_write_backs() == [("a", 10)]
+    assert all(t.state(k) == mod.MODIFIED for k in "bcd")
+    assert (t.hits, t.misses, t.evictions, t.write_backs) == (3, 0, 1, 1)
+    assert t.run(bytes([G]), ["zz"], [None]) == 0 and t.misses == 1
+    assert t.run(b"", [], []) == 0
+    # bytearray, memoryview and numpy uint8 are accepted too.
+    np = pytest.importorskip("numpy")
+    for ops2 in (bytearray([G]), memoryview(bytes([G])), np.zeros(1, dtype=np.uint8)):
+        assert t.run(ops2, ["b"], [None]) == 1
+
+
+def test_large_capacity_allocates_lazily(mod: ModuleType) -> None:
+    t = mod.LineTable(2**31 - 1)
+    for i in range(1000):
+        t.fill(str(i), i, True)
+    assert len(t) == 1000 and t.evictions == 0 and t.get("999") == 999
+
+
+def test_slots_are_reused_after_invalidation(mod: ModuleType) -> None:
+    t = mod.LineTable(3)
+    for round_ in range(50):
+        for k in "abc":
+            t.fill(k, round_, False)
+        t.invalidate("b")
+        t.apply("a", mod.EVICT)
+        t.fill("b", round_, True)
+        assert t.keys() == ["c", "b"]
+        t.invalidate("c")
+        t.invalidate("b")
+        assert len(t) == 0 and t.keys() == []
+
+
+# -- no allocation on a hit ----------------------------------------------------------
+
+
+def test_hit_allocates_nothing(impl: str) -> None:
+    if impl == "py":
+        pytest.skip("the pure-Python twin counts hits in a Python int, which allocates")
+    m = load("mesi", impl)
+    t = m.LineTable(1000)
+    keys = [f"key{i}" for i in range(1000)]
+    for k in keys:
+        t.fill(k, k, True)
+    hot = keys * 20
+    get = t.get
+    for k in hot:  # warm up: any lazy caches are filled before measuring
+        get(k)
+    gc.collect()
+    # The same loop without the call calibrates what the measuring costs (the
+    # int holding the block count is itself a block).
+    blocks = sys.getallocatedblocks()
+    for _k in hot:
+        pass
+    empty = sys.getallocatedblocks() - blocks
+    blocks = sys.getallocatedblocks()
+    for k in hot:
+        get(k)
+    assert sys.getallocatedblocks() - blocks <= empty
+
+    def peak_during(call: bool) -> int:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base, _ = tracemalloc.get_traced_memory()
+            if call:
+                for k in hot:
+                    get(k)
+            else:
+                for _k in hot:
+                    pass
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return int(peak - base)
+
+    # Not a single block beyond what measuring itself costs, not even a
+    # transient one, during 20000 hits (a tuple per hit would show here).
+    # Each is run once first: the interpreter's one-time specialisation of
+    # the loop's bytecode allocates on the first runs.
+    peak_during(True), peak_during(False)
+    assert peak_during(True) <= peak_during(False)
+    assert t.hits == 4 * len(hot)
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+class StrSub(str):
+    pass
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2**31, 2**80])
+def test_capacity_out_of_range(mod: ModuleType, bad: int) -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        mod.LineTable(bad)
+
+
+@pytest.mark.parametrize("bad", [1.0, "3", None, True, [3]])
+def test_capacity_wrong_type(mod: ModuleType, bad: Any) -> None:
+    with pytest.raises(TypeError, match="capacity"):
+        mod.LineTable(bad)
+
+
+@pytest.mark.parametrize("bad", [1, None, 1.5, ("a",), ["a"], bytearray(b"a"), StrSub("a")])
+def test_keys_must_be_str_or_bytes(mod: ModuleType, bad: Any) -> None:
+    t = mod.LineTable(2)
+    t.fill("a", 1, True)
+    calls = [
+        lambda: t.get(bad),
+        lambda: t.peek(bad),
+        lambda: t.state(bad),
+        lambda: bad in t,
+        lambda: t.fill(bad, 1, True),
+        lambda: t.write(bad, 1),
+        lambda: t.invalidate(bad),
+        lambda: t.apply(bad, mod.LOCAL_READ),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="key"):
+            call()
+    assert t.keys() == ["a"] and t.stats()["misses"] == 0
+
+
+def test_bad_event_and_exclusive(mod: ModuleType) -> None:
+    t = mod.LineTable(2)
+    for bad in (-1, 10, 200):
+        with pytest.raises(ValueError, match="event"):
+            t.apply("a", bad)
+    for bad in (None, "LOCAL_READ", 0.0, False):
+        with pytest.raises(TypeError, match="event"):
+            t.apply("a", bad)
+    for bad in (1, None, "yes"):
+        with pytest.raises(TypeError, match="exclusive"):
+            t.fill("a", 1, bad)
+    assert len(t) == 0 and t.stats()["misses"] == 0
+
+
+def test_malformed_batches_change_nothing(mod: ModuleType) -> None:
+    np = pytest.importorskip("numpy")
+    t = mod.LineTable(2)
+    t.fill("a", 1, True)
+    G, P = mod.OP_GET, mod.OP_PUT
+    cases: list[tuple[Any, Any, Any, type[Exception], str]] = [
+        ([G], ["a"], [None], TypeError, "ops"),
+        (None, ["a"], [None], TypeError, "ops"),
+        ("x", ["a"], [None], TypeError, "ops"),
+        (np.zeros(1, dtype=np.int64), ["a"], [None], ValueError, "ops"),
+        (np.zeros((1, 1), dtype=np.uint8), ["a"], [None], ValueError, "ops"),
+        (np.zeros(4, dtype=np.uint8)[::2], ["a", "a"], [1, 1], ValueError, "ops"),
+        (bytes([P, 2]), ["b", "a"], [1, 1], ValueError, r"ops\[1\]"),
+        (bytes([P, 255]), ["b", "a"], [1, 1], ValueError, r"ops\[1\]"),
+        (bytes([P]), ("b",), [1], TypeError, "keys"),
+        (bytes([P]), ["b"], (1,), TypeError, "values"),
+        (bytes([P, P]), ["b"], [1, 1], ValueError, "keys"),
+        (bytes([P, P]), ["b", "c"], [1], ValueError, "values"),
+        (bytes([P, P]), ["b", 3], [1, 1], TypeError, r"keys\[1\]"),
+        (bytes([P, P]), ["b", StrSub("c")], [1, 1], TypeError, r"keys\[1\]"),
+    ]
+    for ops, keys, vals, exc, name in cases:
+        with pytest.raises(exc, match=name):
+            t.run(ops, keys, vals)
+        # The whole batch is checked first: nothing ran.
+        assert t.keys() == ["a"] and t.peek("a") == 1
+        assert t.stats() == {
+            "hits": 0,
+            "misses": 0,
+            "invalidations": 0,
+            "evictions": 0,
+            "write_backs": 0,
+        }
+
+
+def test_finalizer_calling_back_into_table(mod: ModuleType) -> None:
+    """A value whose __del__ uses the table while the table drops it."""
+    t = mod.LineTable(2)
+
+    class Reentrant:
+        def __del__(self) -> None:
+            t.get("x")
+            if "late" not in t:
+                t.fill("late", 0, False)
+
+    t.fill("x", Reentrant(), True)
+    t.fill("y", 1, True)
+    t.fill("z", 2, True)  # evicts x; its finalizer fills another line
+    t.run(bytes([mod.OP_PUT]), ["y"], [Reentrant()])
+    t.run(bytes([mod.OP_PUT]), ["y"], [3])  # drops a Reentrant mid-batch
+    t.write("y", Reentrant())
+    t.write("y", 4)
+    keys = t.keys()
+    assert len(keys) == len(t) <= 2 and len(set(keys)) == len(keys)
+    for k in keys:
+        assert k in t and t.state(k) != mod.INVALID
