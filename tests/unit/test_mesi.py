@@ -16,6 +16,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from distsync._core import NO_EXTENSIONS, load
 from distsync.errors import DistSyncError, ProtocolError
@@ -537,3 +539,283 @@ def test_finalizer_calling_back_into_table(mod: ModuleType) -> None:
     assert len(keys) == len(t) <= 2 and len(set(keys)) == len(keys)
     for k in keys:
         assert k in t and t.state(k) != mod.INVALID
+
+
+# The impl fixture only names a module: nothing in it needs a reset per example.
+FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# -- random operation sequences against an oracle ------------------------------------
+
+
+class Oracle:
+    """The line table in the plainest terms: a dict of lines and a list of keys.
+
+    ``order`` is LRU first; a line is ``[state name, value]``. Transitions come
+    from EXPECTED, not from the code under test.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.order: list[Any] = []
+        self.lines: dict[Any, list[Any]] = {}
+        self.pending: list[tuple[Any, Any]] = []
+        self.stats = dict.fromkeys(
+            ("hits", "misses", "invalidations", "evictions", "write_backs"), 0
+        )
+
+    def touch(self, key: Any) -> None:
+        self.order.remove(key)
+        self.order.append(key)
+
+    def insert(self, key: Any, value: Any, state: str) -> None:
+        if len(self.order) == self.capacity:
+            victim = self.order.pop(0)
+            vstate, vvalue = self.lines.pop(victim)
+            if vstate == "M":
+                self.pending.append((victim, vvalue))
+                self.stats["write_backs"] += 1
+            self.stats["evictions"] += 1
+        self.order.append(key)
+        self.lines[key] = [state, value]
+
+    def state(self, key: Any) -> str:
+        return self.lines[key][0] if key in self.lines else "I"
+
+    def get(self, key: Any) -> Any:
+        if key in self.lines:
+            self.touch(key)
+            self.stats["hits"] += 1
+            return self.lines[key][1]
+        self.stats["misses"] += 1
+        return "<default>"
+
+    def apply(self, key: Any, event: str, value: Any) -> str:
+        st = self.state(key)
+        cell = EXPECTED[event][st]
+        if cell is None:
+            return "IllegalTransition"
+        nxt, action = cell
+        if event == "LOCAL_READ":
+            self.get(key)
+            return action
+        if event.startswith("FILL"):
+            self.insert(key, value, nxt)
+            return action
+        if event == "LOCAL_WRITE" and nxt == "M":
+            self.lines[key] = ["M", value]
+            self.touch(key)
+            return action
+        if action == "WRITE_BACK":
+            self.pending.append((key, self.lines[key][1]))
+            self.stats["write_backs"] += 1
+        if st != "I" and nxt == "I":
+            del self.lines[key]
+            self.order.remove(key)
+            self.stats["invalidations" if event == "INVALIDATE" else "evictions"] += 1
+        elif st != "I":
+            self.lines[key][0] = nxt
+        return action
+
+    def run(self, batch: list[tuple[int, Any, Any]]) -> int:
+        hits = 0
+        for put, key, value in batch:
+            if not put:
+                hits += key in self.lines
+                self.get(key)
+            elif key in self.lines:
+                self.lines[key] = ["M", value]
+                self.touch(key)
+            else:
+                self.insert(key, value, "M")
+        return hits
+
+
+KEYS = st.sampled_from(["a", "b", "c", "d", "e", "", "é", b"a", b"b", b"\x00"])
+STEP = st.one_of(
+    st.tuples(st.just("get"), KEYS),
+    st.tuples(st.just("fill"), KEYS, st.integers(0, 99), st.booleans()),
+    st.tuples(st.just("write"), KEYS, st.integers(0, 99)),
+    st.tuples(st.just("apply"), KEYS, st.sampled_from(EVENTS), st.integers(0, 99)),
+    st.tuples(
+        st.just("run"),
+        st.lists(st.tuples(st.integers(0, 1), KEYS, st.integers(0, 99)), max_size=12),
+    ),
+    st.tuples(st.just("pop")),
+)
+
+
+def do(m: ModuleType, t: Any, step: tuple[Any, ...]) -> Any:
+    """One step on the real table; the outcome in the oracle's terms."""
+    states, events, actions = codes(m)
+    action_name = {v: k for k, v in actions.items()}
+    kind = step[0]
+    try:
+        if kind == "get":
+            return t.get(step[1], "<default>")
+        if kind == "fill":
+            return t.fill(step[1], step[2], step[3])
+        if kind == "write":
+            return action_name[t.write(step[1], step[2])]
+        if kind == "apply":
+            return action_name[t.apply(step[1], events[step[2]], step[3])]
+        if kind == "run":
+            batch = step[1]
+            return t.run(
+                bytes(m.OP_PUT if p else m.OP_GET for p, _, _ in batch),
+                [k for _, k, _ in batch],
+                [v for _, _, v in batch],
+            )
+        return t.pop_write_backs()
+    except m.IllegalTransition:
+        return "IllegalTransition"
+
+
+def do_oracle(o: Oracle, step: tuple[Any, ...]) -> Any:
+    kind = step[0]
+    if kind == "get":
+        return o.get(step[1])
+    if kind == "fill":
+        event = "FILL_EXCLUSIVE" if step[3] else "FILL_SHARED"
+        out = o.apply(step[1], event, step[2])
+        return None if out == "NONE" else out
+    if kind == "write":
+        return o.apply(step[1], "LOCAL_WRITE", step[2])
+    if kind == "apply":
+        return o.apply(step[1], step[2], step[3])
+    if kind == "run":
+        return o.run(step[1])
+    out, o.pending = o.pending, []
+    return out
+
+
+def snapshot(m: ModuleType, t: Any) -> tuple[Any, ...]:
+    states, _, _ = codes(m)
+    name = {v: k for k, v in states.items()}
+    return (
+        t.keys(),
+        [(name[t.state(k)], t.peek(k)) for k in t.keys()],
+        t.stats(),
+        len(t),
+    )
+
+
+@FIXTURE_OK
+@given(capacity=st.integers(1, 5), steps=st.lists(STEP, max_size=40))
+def test_random_sequences_match_oracle(impl: str, capacity: int, steps: list[Any]) -> None:
+    m = load("mesi", impl)
+    t = m.LineTable(capacity)
+    o = Oracle(capacity)
+    for step in steps:
+        assert do(m, t, step) == do_oracle(o, step), step
+        assert t.keys() == o.order
+        assert [t.state(k) for k in o.order] == [codes(m)[0][o.lines[k][0]] for k in o.order]
+        assert [t.peek(k) for k in o.order] == [o.lines[k][1] for k in o.order]
+        assert t.stats() == o.stats and len(t) == len(o.order) <= capacity
+    assert t.pop_write_backs() == o.pending
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="compiled twin not built")
+@FIXTURE_OK
+@given(capacity=st.integers(1, 8), steps=st.lists(STEP, max_size=60))
+def test_twins_agree(capacity: int, steps: list[Any]) -> None:
+    c, py = load("mesi", "c"), load("mesi", "py")
+    tc, tp = c.LineTable(capacity), py.LineTable(capacity)
+    for step in steps:
+        assert do(c, tc, step) == do(py, tp, step), step
+        assert snapshot(c, tc) == snapshot(py, tp)
+    assert tc.pop_write_backs() == tp.pop_write_backs()
+
+
+@FIXTURE_OK
+@given(
+    data=st.lists(st.tuples(st.booleans(), st.integers(0, 300)), min_size=1, max_size=400),
+    capacity=st.integers(1, 64),
+)
+def test_batch_equals_single_calls(impl: str, data: list[Any], capacity: int) -> None:
+    """run() gives the same table as the equivalent calls one by one."""
+    m = load("mesi", impl)
+    batch, single = m.LineTable(capacity), m.LineTable(capacity)
+    keys = [f"k{k}" for _, k in data]
+    hits = batch.run(bytes(int(p) for p, _ in data), keys, list(range(len(data))))
+    want = 0
+    for i, ((put, _), key) in enumerate(zip(data, keys, strict=True)):
+        if not put:
+            want += single.get(key, single) is not single
+        elif single.write(key, i) == m.FETCH:
+            single.fill(key, None, True)
+            single.write(key, i)
+    # The single-call path got there through E -> M writes; the batch put is
+    # an owned write. Both leave M lines, the same LRU order and write-backs.
+    assert hits == want
+    assert snapshot(m, batch) == snapshot(m, single)
+    assert batch.pop_write_backs() == single.pop_write_backs()
+
+
+# -- fuzz: nothing but the documented exceptions escapes ---------------------------
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.tuples(st.integers(0, 3)),
+    st.builds(bytearray, st.binary(max_size=3)),
+    st.builds(object),
+)
+
+
+@FIXTURE_OK
+@given(
+    capacity=ANYTHING | st.integers(1, 4),
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "get",
+                    "peek",
+                    "state",
+                    "contains",
+                    "fill",
+                    "write",
+                    "invalidate",
+                    "apply",
+                    "run",
+                    "transition",
+                ]
+            ),
+            st.lists(ANYTHING | KEYS | st.integers(0, 11), min_size=3, max_size=3),
+        ),
+        max_size=20,
+    ),
+)
+def test_fuzz_public_api(impl: str, capacity: Any, calls: list[Any]) -> None:
+    m = load("mesi", impl)
+    allowed = (TypeError, ValueError, m.IllegalTransition)
+    try:
+        t = m.LineTable(capacity)
+    except (TypeError, ValueError):
+        t = m.LineTable(3)
+    for name, (a, b, c) in calls:
+        try:
+            if name == "contains":
+                _ = a in t
+            elif name == "transition":
+                m.transition(a, b)
+            elif name in ("get", "peek"):
+                getattr(t, name)(a, b)
+            elif name in ("state", "invalidate"):
+                getattr(t, name)(a)
+            elif name == "run":
+                t.run(a, b, c)
+            else:
+                getattr(t, name)(a, b, c) if name != "write" else t.write(a, b)
+        except allowed:
+            pass
+        keys = t.keys()
+        assert len(keys) == len(t) <= t.capacity
+        assert all(t.state(k) != m.INVALID for k in keys)
+    t.pop_write_backs()
