@@ -265,6 +265,79 @@ cdef void _place(_Table table, const char **data, Py_ssize_t *size, Py_ssize_t m
         out[j] = table.owners[table.position(ds_xxh3_64(data[j], <size_t>size[j]))]
 
 
+cdef object _lookup_many_in(_Table table, object keys):
+    """lookup_many on one snapshot: the caller holds ``table`` alive."""
+    cdef object seq = _as_key_list(keys)
+    # Only the caller's list can change under us (the copy made for
+    # another iterable is ours alone; a tuple is immutable).
+    cdef bint is_list = seq is keys and type(seq) is list
+    cdef Py_ssize_t n = len(seq)
+    cdef const char *data[CHUNK]
+    cdef Py_ssize_t size[CHUNK]
+    cdef PyObject *held[CHUNK]
+    cdef PyObject **items
+    cdef PyObject *o
+    cdef Py_ssize_t base, j, m, nheld = 0
+    cdef const char *one
+    cdef Py_ssize_t one_size
+    if table.count == 0:
+        # Cold path. Report a bad key before the empty ring, as the twin.
+        for j, k in enumerate(seq):
+            _key_bytes(k, &one, &one_size, f"keys[{j}]")
+        raise LookupError(_EMPTY_RING)
+    result = np.empty(n, dtype=np.intp)
+    if n == 0:
+        return result
+    cdef Py_ssize_t[::1] out = result
+    base = 0
+    try:
+        while base < n:
+            # A list may be changed by another thread while we are in
+            # nogil: fetch its item array afresh for each chunk.
+            if is_list and len(seq) < n:
+                raise RuntimeError("keys changed size during lookup_many")
+            items = _seq_items(seq)
+            m = min(<Py_ssize_t>CHUNK, n - base)
+            # Pass 1, with the GIL: type-check each key and take a pointer
+            # to its bytes. For a list we hold a reference to each key of
+            # the chunk so that another thread replacing list items while
+            # we hash cannot free a buffer we point into (a tuple holds
+            # its items for us).
+            for j in range(m):
+                o = items[base + j]
+                if _is_str(o):
+                    data[j] = _utf8(o, &size[j])
+                    if data[j] == NULL:
+                        _raise_encoding(f"keys[{base + j}]")
+                elif _is_bytes(o):
+                    data[j] = _bytes_data(o)
+                    size[j] = _bytes_size(o)
+                else:
+                    raise TypeError(
+                        f"keys[{base + j}] must be str or bytes, not "
+                        f"{type(<object>o).__name__}"
+                    )
+                if is_list:
+                    _incref(o)
+                    held[nheld] = o
+                    nheld += 1
+            # Pass 2: hash and search; no Python objects are touched.
+            if m >= NOGIL_MIN:
+                with nogil:
+                    _place(table, data, size, m, &out[base])
+            else:
+                _place(table, data, size, m, &out[base])
+            while nheld:
+                nheld -= 1
+                _decref(held[nheld])
+            base += m
+    finally:
+        while nheld:
+            nheld -= 1
+            _decref(held[nheld])
+    return result
+
+
 @cython.final
 cdef class HashRing:
     """A consistent hash ring of named nodes with ``vnodes`` points each.
@@ -276,6 +349,10 @@ cdef class HashRing:
         ``vnodes`` is not an int.
     :raises ValueError: a duplicate node, a node name that is not valid
         Unicode, ``vnodes`` out of range.
+
+    Threads: lookups may run while another thread adds or removes nodes; each
+    call sees the ring wholly before or wholly after a change (changes swap in
+    a new immutable table). Changes themselves must not race each other.
     """
 
     def __init__(self, nodes=(), vnodes=DEFAULT_VNODES):
@@ -405,76 +482,8 @@ cdef class HashRing:
         :raises LookupError: the ring is empty.
         :raises RuntimeError: another thread shrank the ``keys`` list meanwhile.
         """
-        cdef object seq = _as_key_list(keys)
-        # Only the caller's list can change under us (the copy made for
-        # another iterable is ours alone; a tuple is immutable).
-        cdef bint is_list = seq is keys and type(seq) is list
-        cdef Py_ssize_t n = len(seq)
-        cdef _Table table = self._table   # our snapshot, whatever happens to self
-        cdef const char *data[CHUNK]
-        cdef Py_ssize_t size[CHUNK]
-        cdef PyObject *held[CHUNK]
-        cdef PyObject **items
-        cdef PyObject *o
-        cdef Py_ssize_t base, j, m, nheld = 0
-        cdef const char *one
-        cdef Py_ssize_t one_size
-        if table.count == 0:
-            # Cold path. Report a bad key before the empty ring, as the twin.
-            for j in range(n):
-                _key_bytes(seq[j], &one, &one_size, f"keys[{j}]")
-            raise LookupError(_EMPTY_RING)
-        result = np.empty(n, dtype=np.intp)
-        if n == 0:
-            return result
-        cdef Py_ssize_t[::1] out = result
-        base = 0
-        try:
-            while base < n:
-                # A list may be changed by another thread while we are in
-                # nogil: fetch its item array afresh for each chunk.
-                if is_list and len(seq) < n:
-                    raise RuntimeError("keys changed size during lookup_many")
-                items = _seq_items(seq)
-                m = min(<Py_ssize_t>CHUNK, n - base)
-                # Pass 1, with the GIL: type-check each key and take a pointer
-                # to its bytes. For a list we hold a reference to each key of
-                # the chunk so that another thread replacing list items while
-                # we hash cannot free a buffer we point into (a tuple holds
-                # its items for us).
-                for j in range(m):
-                    o = items[base + j]
-                    if _is_str(o):
-                        data[j] = _utf8(o, &size[j])
-                        if data[j] == NULL:
-                            _raise_encoding(f"keys[{base + j}]")
-                    elif _is_bytes(o):
-                        data[j] = _bytes_data(o)
-                        size[j] = _bytes_size(o)
-                    else:
-                        raise TypeError(
-                            f"keys[{base + j}] must be str or bytes, not "
-                            f"{type(<object>o).__name__}"
-                        )
-                    if is_list:
-                        _incref(o)
-                        held[nheld] = o
-                        nheld += 1
-                # Pass 2: hash and search; no Python objects are touched.
-                if m >= NOGIL_MIN:
-                    with nogil:
-                        _place(table, data, size, m, &out[base])
-                else:
-                    _place(table, data, size, m, &out[base])
-                while nheld:
-                    nheld -= 1
-                    _decref(held[nheld])
-                base += m
-        finally:
-            while nheld:
-                nheld -= 1
-                _decref(held[nheld])
-        return result
+        # One snapshot for the whole call, whatever happens to self.
+        return _lookup_many_in(self._table, keys)
 
     def preference_list(self, key, n):
         """``n`` distinct nodes for ``key``: its owner, then clockwise successors.
@@ -530,7 +539,7 @@ cdef class HashRing:
         cdef Py_ssize_t i
         names = table.names
         if sample_keys is not None:
-            owners = self.lookup_many(sample_keys)
+            owners = _lookup_many_in(table, sample_keys)
             if len(owners) == 0:
                 raise ValueError("sample_keys is empty")
             counts = np.bincount(owners, minlength=len(names))

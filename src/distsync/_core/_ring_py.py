@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +93,20 @@ def _as_key_list(keys: object) -> list[Any] | tuple[Any, ...]:
         ) from None
 
 
+class _Table(NamedTuple):
+    """One immutable snapshot of the sorted ring.
+
+    Replaced as a whole on every add/remove, so a call that read it once
+    works on a consistent ring even if another thread changes the ring.
+    """
+
+    names: tuple[str, ...]  # node names, insertion order
+    points: list[int]  # sorted by (point, node name)
+    owners: list[int]  # owners[i]: index into names of points[i]
+    np_points: npt.NDArray[np.uint64]
+    np_owners: npt.NDArray[np.intp]  # owners + [owners[0]]: a sentinel for wrap-around
+
+
 class HashRing:
     """A consistent hash ring of named nodes with ``vnodes`` points each.
 
@@ -103,6 +117,10 @@ class HashRing:
         ``vnodes`` is not an int.
     :raises ValueError: a duplicate node, a node name that is not valid
         Unicode, ``vnodes`` out of range.
+
+    Threads: lookups may run while another thread adds or removes nodes; each
+    call sees the ring wholly before or wholly after a change (changes swap in
+    a new immutable table). Changes themselves must not race each other.
     """
 
     def __init__(self, nodes: Iterable[str] = (), vnodes: int = DEFAULT_VNODES) -> None:
@@ -147,16 +165,22 @@ class HashRing:
             for idx, name in enumerate(self._nodes)
             for point in self._node_points[name]
         )
-        self._points = [p for p, _, _ in entries]
-        self._owners = [idx for _, _, idx in entries]
+        points = [p for p, _, _ in entries]
+        owners = [idx for _, _, idx in entries]
         # numpy copies for lookup_many; owners has a sentinel after the last
         # point, equal to the first owner, so "past the top" needs no branch.
-        self._np_points = np.array(self._points, dtype=np.uint64)
-        self._np_owners = np.array(self._owners + self._owners[:1], dtype=np.intp)
+        self._table = _Table(
+            names=tuple(self._nodes),
+            points=points,
+            owners=owners,
+            np_points=np.array(points, dtype=np.uint64),
+            np_owners=np.array(owners + owners[:1], dtype=np.intp),
+        )
 
-    def _position(self, h: int) -> int:
-        pos = bisect_left(self._points, h)
-        return 0 if pos == len(self._points) else pos
+    @staticmethod
+    def _position(table: _Table, h: int) -> int:
+        pos = bisect_left(table.points, h)
+        return 0 if pos == len(table.points) else pos
 
     # -- public API --------------------------------------------------------
 
@@ -219,9 +243,10 @@ class HashRing:
         :raises LookupError: the ring is empty.
         """
         h = _key_hash(key, "key")
-        if not self._points:
+        table = self._table
+        if not table.points:
             raise LookupError(_EMPTY_RING)
-        return self._nodes[self._owners[self._position(h)]]
+        return table.names[table.owners[self._position(table, h)]]
 
     def lookup_many(self, keys: Iterable[str | bytes]) -> npt.NDArray[np.intp]:
         """Owners of many keys at once, as indices into :attr:`nodes`.
@@ -233,18 +258,22 @@ class HashRing:
         :raises ValueError: ``keys[i]`` is not valid Unicode.
         :raises LookupError: the ring is empty.
         """
+        return self._lookup_many_in(self._table, keys)
+
+    @staticmethod
+    def _lookup_many_in(table: _Table, keys: object) -> npt.NDArray[np.intp]:
         items = _as_key_list(keys)
         hashes = np.fromiter(
             (_key_hash(k, f"keys[{i}]") for i, k in enumerate(items)),
             dtype=np.uint64,
             count=len(items),
         )
-        if not self._points:
+        if not table.points:
             raise LookupError(_EMPTY_RING)
         # Same rule as lookup: first point >= h; position len wraps to the
         # first point through the sentinel owner.
-        pos = np.searchsorted(self._np_points, hashes, side="left")
-        return self._np_owners[pos]
+        pos = np.searchsorted(table.np_points, hashes, side="left")
+        return table.np_owners[pos]
 
     def preference_list(self, key: str | bytes, n: int) -> list[str]:
         """``n`` distinct nodes for ``key``: its owner, then clockwise successors.
@@ -260,19 +289,21 @@ class HashRing:
         n = _check_count(n, "n")
         if n < 1:
             raise ValueError(f"n must be >= 1, not {n}")
-        if not self._points:
+        table = self._table
+        if not table.points:
             raise LookupError(_EMPTY_RING)
-        if n > len(self._nodes):
-            raise ValueError(f"n={n} exceeds the {len(self._nodes)} nodes in the ring")
-        start = self._position(h)
-        count = len(self._points)
+        if n > len(table.names):
+            raise ValueError(f"n={n} exceeds the {len(table.names)} nodes in the ring")
+        start = self._position(table, h)
+        count = len(table.points)
         seen: set[int] = set()
         out: list[str] = []
+        # Every node has >= 1 point, so one lap finds n <= len(names) nodes.
         for step in range(count):
-            owner = self._owners[(start + step) % count]
+            owner = table.owners[(start + step) % count]
             if owner not in seen:
                 seen.add(owner)
-                out.append(self._nodes[owner])
+                out.append(table.names[owner])
                 if len(out) == n:
                     break
         return out
@@ -291,17 +322,19 @@ class HashRing:
         :raises ValueError: ``sample_keys`` is empty.
         :raises LookupError: ``sample_keys`` given and the ring is empty.
         """
+        table = self._table
         if sample_keys is not None:
-            owners = self.lookup_many(sample_keys)
+            owners = self._lookup_many_in(table, sample_keys)
             if len(owners) == 0:
                 raise ValueError("sample_keys is empty")
-            counts = np.bincount(owners, minlength=len(self._nodes))
-            return {name: int(c) / len(owners) for name, c in zip(self._nodes, counts, strict=True)}
-        arcs = [0] * len(self._nodes)
-        points = self._points
+            counts = np.bincount(owners, minlength=len(table.names))
+            return {name: int(c) / len(owners) for name, c in zip(table.names, counts, strict=True)}
+        arcs = [0] * len(table.names)
+        points = table.points
         for i, point in enumerate(points):
             # Point i owns (points[i-1], points[i]]; the first point's arc
             # wraps through 2**64 (with a single point: the whole ring).
+            # Python ints, so the sums are exact.
             prev = points[i - 1] - (1 << 64) if i == 0 else points[i - 1]
-            arcs[self._owners[i]] += point - prev
-        return {name: arc / (1 << 64) for name, arc in zip(self._nodes, arcs, strict=True)}
+            arcs[table.owners[i]] += point - prev
+        return {name: arc / (1 << 64) for name, arc in zip(table.names, arcs, strict=True)}
