@@ -296,7 +296,7 @@ cdef class Wal:
     def _open_dbs(self):
         if self._readonly:
             with self._read_txn() as txn:
-                if txn.get(b"meta") is None:
+                if txn.get(b"meta") is None or txn.get(b"log") is None:
                     raise CorruptLogError(
                         f"{self._data_file}: not a distsync log (no meta database)",
                         self._data_file,
@@ -317,9 +317,9 @@ cdef class Wal:
             log = env.open_db(b"log", txn=txn)
             meta = env.open_db(b"meta", txn=txn)
             if txn.get(b"format", db=meta) is None:
-                if txn.stat(log)["entries"]:
+                if txn.stat(log)["entries"] or txn.stat(meta)["entries"]:
                     raise CorruptLogError(
-                        f"{data_file}: log records without a format marker", data_file, 0
+                        f"{data_file}: not a distsync log (no format marker)", data_file, 0
                     )
                 txn.put(b"format", FORMAT, db=meta)
                 txn.put(b"first", first_value(1), db=meta)

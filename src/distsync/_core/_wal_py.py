@@ -397,7 +397,7 @@ class Wal:
     def _open_dbs(self) -> None:
         if self._readonly:
             with self._read_txn() as txn:
-                if txn.get(b"meta") is None:
+                if txn.get(b"meta") is None or txn.get(b"log") is None:
                     raise CorruptLogError(
                         f"{self._data_file}: not a distsync log (no meta database)",
                         self._data_file,
@@ -416,9 +416,9 @@ class Wal:
             log = self._env.open_db(b"log", txn=txn)
             meta = self._env.open_db(b"meta", txn=txn)
             if txn.get(b"format", db=meta) is None:
-                if txn.stat(log)["entries"]:
+                if txn.stat(log)["entries"] or txn.stat(meta)["entries"]:
                     raise CorruptLogError(
-                        f"{self._data_file}: log records without a format marker",
+                        f"{self._data_file}: not a distsync log (no format marker)",
                         self._data_file,
                         0,
                     )
