@@ -8,7 +8,9 @@ point ``>= hash(key)``, wrapping around.
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -405,3 +407,16 @@ def test_lookup_many_survives_concurrent_changes(mod: ModuleType) -> None:
     finally:
         stop.set()
         t.join()
+
+
+def test_pickle_and_copy_rebuild_an_equal_independent_ring(mod: ModuleType) -> None:
+    ring = mod.HashRing(["a", "b", "c"], vnodes=7)
+    ring.remove_node("b")
+    ring.add_node("d")
+    ks = [f"key-{i}" for i in range(500)]
+    for clone in (pickle.loads(pickle.dumps(ring)), copy.copy(ring), copy.deepcopy(ring)):
+        assert type(clone) is type(ring)
+        assert clone.nodes == ["a", "c", "d"] and clone.vnodes == 7
+        assert clone.lookup_many(ks).tolist() == ring.lookup_many(ks).tolist()
+        clone.add_node("e")
+        assert ring.nodes == ["a", "c", "d"]

@@ -358,7 +358,9 @@ cdef class HashRing:
     def __init__(self, nodes=(), vnodes=DEFAULT_VNODES):
         cdef Py_ssize_t v = _check_count(vnodes, "vnodes")
         if not 1 <= v <= MAX_VNODES:
-            raise ValueError(f"vnodes must be between 1 and {MAX_VNODES}, not {vnodes}")
+            raise ValueError(
+                f"vnodes must be between 1 and {MAX_VNODES}, not {operator.index(vnodes)}"
+            )
         if isinstance(nodes, (str, bytes)):
             raise TypeError(f"nodes must be an iterable of str, not {type(nodes).__name__}")
         try:
@@ -409,6 +411,10 @@ cdef class HashRing:
 
     def __repr__(self):
         return f"HashRing({self._nodes!r}, vnodes={self._vnodes})"
+
+    def __reduce__(self):
+        # Nodes and vnodes define the ring: pickle those, rebuild on load.
+        return (HashRing, (list(self._nodes), self._vnodes))
 
     def add_node(self, node):
         """Add ``node`` (at the end of :attr:`nodes`) with ``vnodes`` points.
@@ -502,11 +508,11 @@ cdef class HashRing:
         _key_bytes(key, &data, &size, "key")
         want = _check_count(n, "n")
         if want < 1:
-            raise ValueError(f"n must be >= 1, not {n}")
+            raise ValueError(f"n must be >= 1, not {operator.index(n)}")
         if table.count == 0:
             raise LookupError(_EMPTY_RING)
         if want > n_nodes:
-            raise ValueError(f"n={n} exceeds the {n_nodes} nodes in the ring")
+            raise ValueError(f"n={operator.index(n)} exceeds the {n_nodes} nodes in the ring")
         start = table.position(ds_xxh3_64(data, <size_t>size))
         seen = bytearray(n_nodes)
         cdef unsigned char[::1] seen_v = seen

@@ -203,6 +203,10 @@ class HashRing:
     def __repr__(self) -> str:
         return f"HashRing({self._nodes!r}, vnodes={self._vnodes})"
 
+    def __reduce__(self) -> tuple[type[HashRing], tuple[list[str], int]]:
+        # Nodes and vnodes define the ring: pickle those, rebuild on load.
+        return (HashRing, (list(self._nodes), self._vnodes))
+
     def add_node(self, node: str) -> None:
         """Add ``node`` (at the end of :attr:`nodes`) with ``vnodes`` points.
 
