@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from bisect import bisect_left
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -24,6 +25,7 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import distsync
 from distsync._core import NO_EXTENSIONS, load
 
 # -- oracle ------------------------------------------------------------------
@@ -358,6 +360,9 @@ print(",".join(map(str, ring.lookup_many(keys).tolist())))
 """
 
 
+_PACKAGE_ROOT = str(Path(distsync.__file__).resolve().parents[1])
+
+
 def test_placement_is_stable_across_hash_seeds(impl: str) -> None:
     mod = load("ring", impl)
     ring = mod.HashRing(["alpha", "beta", "gamma", "delta"], vnodes=50)
@@ -367,8 +372,8 @@ def test_placement_is_stable_across_hash_seeds(impl: str) -> None:
     expected = ",".join(ring.lookup(k) for k in ks)
     for seed in ("0", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-        env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
+        # The child imports the same distsync as we do (source tree or install).
+        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, env.get("PYTHONPATH", "")])
         out = subprocess.run(
             [sys.executable, "-c", _PROBE, impl],
             env=env,

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import xxhash
 
-HEADER_DIR = Path(__file__).resolve().parents[2] / "src" / "distsync" / "_core"
+import distsync._core
+
+# The header ships with the package (package data), so this works installed too.
+HEADER_DIR = Path(distsync._core.__file__).resolve().parent
 
 _SHIM = """
 #include "_xxh3.h"
