@@ -50,6 +50,11 @@ cdef extern from "Python.h":
     # and caches the UTF-8 on the str object. NULL with an error set on lone
     # surrogates.
     const char *_utf8 "PyUnicode_AsUTF8AndSize"(PyObject *o, Py_ssize_t *size)
+    # The inline-buffer case of the call above, without the call: a compact
+    # ASCII str stores its characters (= its UTF-8) right after the header.
+    bint _is_compact_ascii "PyUnicode_IS_COMPACT_ASCII"(PyObject *o)
+    void *_str_data "PyUnicode_DATA"(PyObject *o)
+    Py_ssize_t _str_len "PyUnicode_GET_LENGTH"(PyObject *o)
     PyObject **_seq_items "PySequence_Fast_ITEMS"(object o)
     void _incref "Py_INCREF"(PyObject *o)
     void _decref "Py_DECREF"(PyObject *o)
@@ -305,7 +310,10 @@ cdef object _lookup_many_in(_Table table, object keys):
             # its items for us).
             for j in range(m):
                 o = items[base + j]
-                if _is_str(o):
+                if _is_str(o) and _is_compact_ascii(o):
+                    data[j] = <const char *>_str_data(o)
+                    size[j] = _str_len(o)
+                elif _is_str(o):
                     data[j] = _utf8(o, &size[j])
                     if data[j] == NULL:
                         _raise_encoding(f"keys[{base + j}]")
