@@ -1,10 +1,12 @@
-# Declarations of the compiled MESI line table (see _mesi_c.pyx).
+# Declarations of the compiled MESI line table (see _mesi_c.pyx for the
+# layout and its invariants).
 
 cimport cython
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 
 
-# Line states. INVALID is 0: a slot with state 0 is free, and "absent" and
+# Line states. INVALID is 0: a free slot has state 0, and "absent" and
 # "invalid" read the same.
 cdef enum LineState:
     ST_I = 0
@@ -37,46 +39,72 @@ cdef enum:
     N_STATES = 4
     # A cell of the table the protocol forbids.
     ILLEGAL = 0xFF
-    # End of the LRU list / free list.
+    # No slot: an empty bucket, a missed lookup, a full table.
     NIL = -1
+
+
+# One cache line. key and value are borrowed: the lists _keys/_values own
+# them (so the garbage collector sees them). 32 bytes, two per cache line.
+ctypedef struct Line:
+    PyObject* key
+    PyObject* value
+    # When the line was last used; its entry in the use queue with this
+    # stamp is its place in LRU order.
+    uint64_t stamp
+    uint8_t state
+
+# One bucket of the open-addressing index (linear probing, no tombstones).
+ctypedef struct Bucket:
+    Py_hash_t hash
+    int32_t slot
+
+# One entry of the use queue: "slot was used at stamp". Valid while the slot
+# holds a line whose stamp is still this one.
+ctypedef struct Use:
+    uint64_t stamp
+    int32_t slot
 
 
 @cython.final
 cdef class LineTable:
-    # key (exact str/bytes) -> slot, a Python int from _slot_ints.
-    cdef dict _index
-    # slot -> key / value; None in free slots.
+    cdef Line* _lines
+    cdef Bucket* _buckets
+    cdef Use* _queue
+    cdef int32_t* _free
+    # slot -> key / value; they own the references, None in free slots.
     cdef list _keys
     cdef list _values
-    # slot -> the cached Python int for the slot (no int allocated per fill).
-    cdef list _slot_ints
-    # Intrusive doubly linked LRU list over slots: _head is the least,
-    # _tail the most recently used. Free slots chain through _next.
-    cdef int32_t* _prev
-    cdef int32_t* _next
-    cdef uint8_t* _state
-    cdef int32_t _head
-    cdef int32_t _tail
-    cdef int32_t _free
-    # Slots in use (valid lines), slots ever handed out, slots allocated.
-    cdef Py_ssize_t _size
-    cdef Py_ssize_t _used
-    cdef Py_ssize_t _alloc
-    cdef readonly Py_ssize_t capacity
     # Queue of (key, value) write-backs, drained by pop_write_backs().
     cdef list _pending
+    cdef readonly Py_ssize_t capacity
+    # Slots allocated; valid lines; slots handed out ever; free slots.
+    cdef Py_ssize_t _alloc
+    cdef Py_ssize_t _size
+    cdef Py_ssize_t _used
+    cdef Py_ssize_t _nfree
+    # Buckets - 1 (a power of two minus one).
+    cdef size_t _mask
+    # Use queue: entries [_qhead, _qtail) of _qcap.
+    cdef Py_ssize_t _qhead
+    cdef Py_ssize_t _qtail
+    cdef Py_ssize_t _qcap
+    # The next stamp; _clock - 1 is the stamp of the most recently used line.
+    cdef uint64_t _clock
     cdef uint64_t _hits
     cdef uint64_t _misses
     cdef uint64_t _invalidations
     cdef uint64_t _evictions
     cdef uint64_t _write_backs
 
-    cdef inline void _unlink(self, int32_t s) noexcept nogil
-    cdef inline void _push_mru(self, int32_t s) noexcept nogil
+    cdef inline void _push(self, int32_t s) noexcept nogil
     cdef inline void _touch(self, int32_t s) noexcept nogil
+    cdef void _compact(self) noexcept nogil
+    cdef int32_t _lru(self) noexcept nogil
+    cdef int32_t _find(self, PyObject* key, Py_hash_t h) except -2
+    cdef void _index_add(self, Py_hash_t h, int32_t s) noexcept nogil
+    cdef void _index_del(self, Py_hash_t h, int32_t s) noexcept nogil
     cdef int _grow(self) except -1
-    cdef int32_t _take_slot(self) except -2
     cdef int _release(self, int32_t s) except -1
-    cdef int _insert(self, object key, object value, uint8_t state) except -1
+    cdef int _insert(self, object key, Py_hash_t h, object value, uint8_t state) except -1
     cdef int32_t _lookup(self, object key) except -2
     cdef int _fill(self, object key, object value, int ev) except -1

@@ -3,30 +3,42 @@
 
 The protocol, the events and the write-back queue are described in
 :mod:`distsync._core._mesi_py`; this module has the same public API and
-behaviour, with the table kept in C arrays:
+behaviour. A table of 100k lines does not fit in the L1/L2 caches, so the
+layout is built to touch as few cache lines per operation as possible:
 
-* ``_index``: a dict from key (exact str/bytes, whose hash is cached in the
-  object) to a slot number, stored as a Python int created once per slot;
-* ``_prev``/``_next``: an intrusive doubly linked LRU list over slots
-  (``_head`` least, ``_tail`` most recently used); free slots chain through
-  ``_next`` from ``_free``;
-* ``_state``: one byte per slot, ``ST_I`` for a free slot;
-* ``_keys``/``_values``: lists indexed by slot.
+* ``_lines``: one 32-byte :c:type:`Line` per slot (key, value, stamp, state);
+* ``_buckets``: an open-addressing index (linear probing, load <= 1/2,
+  backward-shift deletion) from the key's hash to its slot; a probe compares
+  the cached hash first and the key object (identity, then equality) second;
+* ``_queue``: the *use queue*, an append-only log of ``(stamp, slot)``. Each
+  use of a line gives it a new stamp from ``_clock`` and appends one entry;
+  the entry whose stamp equals the line's current stamp is its place in LRU
+  order, older entries of the slot are stale and skipped. The oldest valid
+  entry is the LRU line. When the queue fills, it is compacted in place to
+  its valid entries (at most ``_size``), so appends cost O(1) amortised and
+  nothing is ever allocated on a hit.
 
-Invariants, between any two public calls: ``_size`` slots are valid (state
-M/E/S), each one in ``_index`` under its key and on the LRU list exactly
-once; the other ``_used - _size`` handed-out slots are on the free list with
-state I and None in ``_keys``/``_values``; ``_used <= _alloc <= capacity``.
+A hit is therefore one read of the key's cached hash, one bucket, one
+``Line`` and one sequential queue append: no linked-list neighbours to
+rewrite, no Python int to unbox, no allocation.
 
-A hit (``get`` of a resident key) is one dict lookup, a few stores into the
-linked-list arrays and one incref of the returned value: it allocates
-nothing. Values are dropped (decref'd, which may run arbitrary ``__del__``
-code) only after the structure is consistent again, so a finalizer that
-calls back into the table sees a valid table.
+Invariants, between any two public calls:
+
+* ``_size`` slots hold a valid line (state M/E/S), each in exactly one bucket
+  and with exactly one valid queue entry; ``_keys[s]``/``_values[s]`` own the
+  objects ``_lines[s].key``/``.value`` point to.
+* The other ``_used - _size`` handed-out slots are on the ``_free`` stack with
+  state I and None in ``_keys``/``_values``; ``_used <= _alloc <= capacity``.
+* Valid queue entries are in increasing stamp order between ``_qhead`` and
+  ``_qtail``, and ``_qcap >= 4 * _alloc + 2`` (room after any compaction).
+
+Values are dropped (decref'd, which may run arbitrary ``__del__`` code) only
+once the structure is consistent again, so a finalizer that calls back into
+the table sees a valid table.
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 
@@ -48,11 +60,37 @@ cdef extern from "Python.h":
     PyObject* _list_get "PyList_GET_ITEM"(PyObject* lst, Py_ssize_t i) nogil
     void _list_set "PyList_SET_ITEM"(PyObject* lst, Py_ssize_t i, PyObject* o) nogil
     Py_ssize_t _list_size "PyList_GET_SIZE"(PyObject* lst) nogil
-    PyObject* _dict_get "PyDict_GetItemWithError"(PyObject* d, PyObject* key)
-    Py_ssize_t _long_as_ssize "PyLong_AsSsize_t"(PyObject* o)
+    Py_hash_t _hash "PyObject_Hash"(PyObject* o) except? -1
+    int _richcmp "PyObject_RichCompareBool"(PyObject* a, PyObject* b, int op) except -1
+    void* _type_of "Py_TYPE"(PyObject* o) nogil
+    int Py_EQ
     bint _str_exact "PyUnicode_CheckExact"(PyObject* o) nogil
     bint _bytes_exact "PyBytes_CheckExact"(PyObject* o) nogil
     PyObject* PyErr_Occurred()
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define DS_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define DS_PREFETCH(p) ((void)0)
+    #endif
+    """
+    # A hint to start loading the cache line at p; never faults.
+    void _prefetch "DS_PREFETCH"(const void* p) nogil
+
+
+# One op of a batch, as the validation pass leaves it for the main loop.
+ctypedef struct KeyRef:
+    Py_hash_t hash
+    PyObject* key
+
+# How far ahead the batch loop prefetches the bucket, then the line, of a
+# coming op: far enough to hide a memory access behind the work of the ops in
+# between, near enough that the lines are still cached when used.
+cdef enum:
+    _PF_BUCKET = 16
+    _PF_LINE = 8
 
 
 __all__ = [
@@ -212,164 +250,252 @@ cdef class LineTable:
         if not 0 < capacity < 2**31:
             raise ValueError(f"capacity must be in 1..2**31-1, not {capacity}")
         self.capacity = capacity
-        self._index = {}
         self._keys = []
         self._values = []
-        self._slot_ints = []
         self._pending = []
-        self._prev = NULL
-        self._next = NULL
-        self._state = NULL
-        self._head = NIL
-        self._tail = NIL
-        self._free = NIL
+        self._lines = NULL
+        self._buckets = NULL
+        self._queue = NULL
+        self._free = NULL
+        self._alloc = 0
         self._size = 0
         self._used = 0
-        self._alloc = 0
+        self._nfree = 0
+        self._mask = 0
+        self._qhead = 0
+        self._qtail = 0
+        self._qcap = 0
+        # Stamps start at 1, so no line is "most recently used" before a use.
+        self._clock = 1
+        # The index always exists: lookups need no NULL check.
+        self._grow()
 
     def __dealloc__(self):
-        PyMem_Free(self._prev)
-        PyMem_Free(self._next)
-        PyMem_Free(self._state)
+        PyMem_Free(self._lines)
+        PyMem_Free(self._buckets)
+        PyMem_Free(self._queue)
+        PyMem_Free(self._free)
 
-    # -- the intrusive LRU list ----------------------------------------------
+    # -- LRU order: the use queue ----------------------------------------------
 
-    cdef inline void _unlink(self, int32_t s) noexcept nogil:
-        cdef int32_t p = self._prev[s]
-        cdef int32_t n = self._next[s]
-        if p != NIL:
-            self._next[p] = n
-        else:
-            self._head = n
-        if n != NIL:
-            self._prev[n] = p
-        else:
-            self._tail = p
-
-    cdef inline void _push_mru(self, int32_t s) noexcept nogil:
-        self._prev[s] = self._tail
-        self._next[s] = NIL
-        if self._tail != NIL:
-            self._next[self._tail] = s
-        else:
-            self._head = s
-        self._tail = s
+    cdef inline void _push(self, int32_t s) noexcept nogil:
+        # Give line s a new stamp and log it: s is now most recently used,
+        # and its previous queue entry (older stamp) is stale.
+        if self._qtail == self._qcap:
+            self._compact()
+        self._lines[s].stamp = self._clock
+        self._queue[self._qtail].stamp = self._clock
+        self._queue[self._qtail].slot = s
+        self._qtail += 1
+        self._clock += 1
 
     cdef inline void _touch(self, int32_t s) noexcept nogil:
-        # Already most recently used: the common case of a hot key, no stores.
-        if s != self._tail:
-            self._unlink(s)
-            self._push_mru(s)
+        # A hot key used twice in a row costs no queue entry.
+        if self._lines[s].stamp != self._clock - 1:
+            self._push(s)
 
-    # -- slots -------------------------------------------------------------------
+    cdef void _compact(self) noexcept nogil:
+        # Keep the valid entries (at most _size <= _alloc), in order, at the
+        # front. _qcap >= 4 * _alloc + 2 leaves room for > 3 * _alloc appends
+        # before the next compaction, which checks 4 * _alloc entries: O(1)
+        # amortised per use. Each check reads a random Line, so the lines of
+        # coming entries are prefetched (the checks are independent).
+        cdef Py_ssize_t r
+        cdef Py_ssize_t w = 0
+        cdef Py_ssize_t end = self._qtail
+        cdef Use u
+        for r in range(self._qhead, end):
+            if r + _PF_BUCKET < end:
+                _prefetch(&self._lines[self._queue[r + _PF_BUCKET].slot])
+            u = self._queue[r]
+            if self._lines[u.slot].state != ST_I and self._lines[u.slot].stamp == u.stamp:
+                self._queue[w] = u
+                w += 1
+        self._qhead = 0
+        self._qtail = w
+
+    cdef int32_t _lru(self) noexcept nogil:
+        # The least recently used line: the oldest valid entry. Stale entries
+        # in front of it are dropped for good.
+        cdef Use u
+        while self._qhead < self._qtail:
+            u = self._queue[self._qhead]
+            if self._lines[u.slot].state != ST_I and self._lines[u.slot].stamp == u.stamp:
+                return u.slot
+            self._qhead += 1
+        return NIL
+
+    # -- the index -----------------------------------------------------------
+
+    cdef int32_t _find(self, PyObject* key, Py_hash_t h) except -2:
+        # The slot holding key, or NIL. Keys are exact str/bytes: equality
+        # runs no Python code; the type check keeps 'a' and b'a' (equal
+        # hashes) apart without a BytesWarning.
+        cdef size_t i = <size_t>h & self._mask
+        cdef int32_t s
+        cdef PyObject* other
+        while True:
+            s = self._buckets[i].slot
+            if s == NIL:
+                return NIL
+            if self._buckets[i].hash == h:
+                other = self._lines[s].key
+                if other == key:
+                    return s
+                if _type_of(other) == _type_of(key) and _richcmp(other, key, Py_EQ):
+                    return s
+            i = (i + 1) & self._mask
+
+    cdef void _index_add(self, Py_hash_t h, int32_t s) noexcept nogil:
+        cdef size_t i = <size_t>h & self._mask
+        while self._buckets[i].slot != NIL:
+            i = (i + 1) & self._mask
+        self._buckets[i].hash = h
+        self._buckets[i].slot = s
+
+    cdef void _index_del(self, Py_hash_t h, int32_t s) noexcept nogil:
+        # Backward-shift deletion: later entries of the probe run move into
+        # the hole unless their home bucket lies cyclically in (hole, entry],
+        # so every key stays reachable from its home without tombstones.
+        cdef size_t mask = self._mask
+        cdef size_t i = <size_t>h & mask
+        cdef size_t j, home
+        while self._buckets[i].slot != s:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if self._buckets[j].slot == NIL:
+                break
+            home = <size_t>self._buckets[j].hash & mask
+            if i <= j:
+                if i < home <= j:
+                    continue
+            elif home > i or home <= j:
+                continue
+            self._buckets[i] = self._buckets[j]
+            i = j
+        self._buckets[i].slot = NIL
+
+    # -- slots ---------------------------------------------------------------
 
     cdef int _grow(self) except -1:
-        # Slots are allocated by doubling, so a big capacity costs memory
-        # only as lines arrive. _alloc moves only once every array has grown:
-        # a failed realloc leaves the old (still valid) arrays in place.
+        # Slots are allocated by doubling, so a big capacity costs memory only
+        # as lines arrive. Every step either succeeds or leaves the table as
+        # it was (a bigger array than _alloc needs is harmless); _alloc moves
+        # last.
         cdef Py_ssize_t new = self._alloc * 2 if self._alloc else 64
         cdef Py_ssize_t i
+        cdef Py_ssize_t qcap
+        cdef size_t nb = 8
+        cdef size_t b
         cdef void* p
+        cdef Bucket* buckets
         if new > self.capacity:
             new = self.capacity
-        p = PyMem_Realloc(self._prev, new * sizeof(int32_t))
+        qcap = 4 * new + 2
+        while nb < <size_t>(2 * new):
+            nb <<= 1
+        if len(self._keys) < new:
+            self._keys.extend([None] * (new - len(self._keys)))
+        if len(self._values) < new:
+            self._values.extend([None] * (new - len(self._values)))
+        p = PyMem_Realloc(self._lines, new * sizeof(Line))
         if p == NULL:
             raise MemoryError()
-        self._prev = <int32_t*>p
-        p = PyMem_Realloc(self._next, new * sizeof(int32_t))
+        self._lines = <Line*>p
+        p = PyMem_Realloc(self._free, new * sizeof(int32_t))
         if p == NULL:
             raise MemoryError()
-        self._next = <int32_t*>p
-        p = PyMem_Realloc(self._state, new * sizeof(uint8_t))
+        self._free = <int32_t*>p
+        p = PyMem_Realloc(self._queue, qcap * sizeof(Use))
         if p == NULL:
             raise MemoryError()
-        self._state = <uint8_t*>p
+        self._queue = <Use*>p
+        self._qcap = qcap
+        buckets = <Bucket*>PyMem_Malloc(nb * sizeof(Bucket))
+        if buckets == NULL:
+            raise MemoryError()
+        for b in range(nb):
+            buckets[b].slot = NIL
         for i in range(self._alloc, new):
-            self._state[i] = ST_I
-        self._keys.extend([None] * (new - self._alloc))
-        self._values.extend([None] * (new - self._alloc))
-        self._slot_ints.extend(range(self._alloc, new))
+            self._lines[i].key = NULL
+            self._lines[i].value = NULL
+            self._lines[i].stamp = 0
+            self._lines[i].state = ST_I
+        # Rehash: the buckets carry the hashes, no key is touched.
+        if self._buckets != NULL:
+            for b in range(self._mask + 1):
+                if self._buckets[b].slot != NIL:
+                    i = <Py_ssize_t>(<size_t>self._buckets[b].hash & (nb - 1))
+                    while buckets[i].slot != NIL:
+                        i = <Py_ssize_t>((<size_t>i + 1) & (nb - 1))
+                    buckets[i] = self._buckets[b]
+            PyMem_Free(self._buckets)
+        self._buckets = buckets
+        self._mask = nb - 1
         self._alloc = new
         return 0
 
-    cdef int32_t _take_slot(self) except -2:
-        # A detached slot for a new line, or NIL when the table is full (the
-        # caller then evicts the LRU line itself, to control when the victim's
-        # value is dropped).
-        cdef int32_t s
-        if self._free != NIL:
-            s = self._free
-            self._free = self._next[s]
-            return s
-        if self._used == self._alloc:
-            if self._alloc == self.capacity:
-                return NIL
-            self._grow()
-        s = <int32_t>self._used
-        self._used += 1
-        return s
-
     cdef int _release(self, int32_t s) except -1:
-        # Drop the valid line in slot s and put the slot on the free list.
+        # Drop the valid line in slot s and put the slot on the free stack.
         # The caller has queued any write-back. old_key/old_value keep the
-        # line's objects alive until the structure is consistent again.
+        # objects alive until the structure is consistent again.
         cdef object old_key = self._keys[s]
         cdef object old_value = self._values[s]
-        del self._index[old_key]
-        self._unlink(s)
-        self._state[s] = ST_I
+        cdef Py_hash_t h = _hash(<PyObject*>old_key)
+        self._index_del(h, s)
+        self._lines[s].state = ST_I
+        self._lines[s].key = NULL
+        self._lines[s].value = NULL
         self._keys[s] = None
         self._values[s] = None
-        self._next[s] = self._free
-        self._free = s
+        self._free[self._nfree] = s
+        self._nfree += 1
         self._size -= 1
         return 0
 
-    cdef int _insert(self, object key, object value, uint8_t state) except -1:
-        # Precondition: key is absent. Make room first (evicting the LRU line
-        # if full), so the table never holds more than capacity lines.
+    cdef int _insert(self, object key, Py_hash_t h, object value, uint8_t state) except -1:
+        # Precondition: key (hash h) is absent. Make room first (evicting the
+        # LRU line if full), so the table never holds more than capacity.
         cdef object old_key = None
         cdef object old_value = None
-        cdef int32_t s = self._take_slot()
-        if s == NIL:
-            s = self._head
-            old_key = self._keys[s]
-            old_value = self._values[s]
-            if self._state[s] == ST_M:
-                # Queued before anything changes: if the append fails, the
-                # line is still here and nothing is lost.
-                self._pending.append((old_key, old_value))
-                self._write_backs += 1
-            del self._index[old_key]
-            self._unlink(s)
-            self._state[s] = ST_I
-            self._size -= 1
-            self._evictions += 1
-        # Slot s is now detached: on no list, state I.
-        try:
-            self._index[key] = self._slot_ints[s]
-        except BaseException:
-            self._keys[s] = None
-            self._values[s] = None
-            self._next[s] = self._free
-            self._free = s
-            raise
+        cdef int32_t s
+        if self._nfree:
+            self._nfree -= 1
+            s = self._free[self._nfree]
+        else:
+            if self._used == self._alloc and self._alloc < self.capacity:
+                self._grow()
+            if self._used < self._alloc:
+                s = <int32_t>self._used
+                self._used += 1
+            else:
+                s = self._lru()
+                old_key = self._keys[s]
+                old_value = self._values[s]
+                if self._lines[s].state == ST_M:
+                    # Queued before anything changes: if the append fails,
+                    # the line is still here and nothing is lost.
+                    self._pending.append((old_key, old_value))
+                    self._write_backs += 1
+                self._index_del(_hash(<PyObject*>old_key), s)
+                self._lines[s].state = ST_I
+                self._size -= 1
+                self._evictions += 1
+        # Slot s is detached: state I, in no bucket. Nothing below can fail.
+        self._lines[s].key = <PyObject*>key
+        self._lines[s].value = <PyObject*>value
+        self._lines[s].state = state
+        self._index_add(h, s)
+        self._push(s)
+        self._size += 1
         self._keys[s] = key
         self._values[s] = value
-        self._state[s] = state
-        self._push_mru(s)
-        self._size += 1
         return 0
 
     cdef int32_t _lookup(self, object key) except -2:
-        # The slot of key, or NIL. The key is exact str/bytes: no Python code
-        # runs in the lookup, and the dict holds only our slot ints.
-        cdef PyObject* o = _dict_get(<PyObject*>self._index, <PyObject*>key)
-        if o == NULL:
-            if PyErr_Occurred() != NULL:
-                return -2
-            return NIL
-        return <int32_t>_long_as_ssize(o)
+        return self._find(<PyObject*>key, _hash(<PyObject*>key))
 
     # -- reading -----------------------------------------------------------
 
@@ -432,13 +558,13 @@ cdef class LineTable:
         """
         cdef int32_t s
         _check_key(key)
-        s = self._lookup(key)
+        s = self._find(<PyObject*>key, _hash(<PyObject*>key))
         if s == NIL:
             self._misses += 1
             return default
         self._touch(s)
         self._hits += 1
-        return <object>_list_get(<PyObject*>self._values, s)
+        return <object>self._lines[s].value
 
     def peek(self, key, default=None):
         """The value of ``key`` without touching LRU order or counters.
@@ -449,7 +575,7 @@ cdef class LineTable:
         cdef int32_t s = self._lookup(key)
         if s == NIL:
             return default
-        return <object>_list_get(<PyObject*>self._values, s)
+        return <object>self._lines[s].value
 
     def state(self, key):
         """The line's state; ``INVALID`` when absent.
@@ -458,15 +584,17 @@ cdef class LineTable:
         """
         _check_key(key)
         cdef int32_t s = self._lookup(key)
-        return ST_I if s == NIL else self._state[s]
+        return ST_I if s == NIL else self._lines[s].state
 
     def keys(self):
         """The valid keys from least to most recently used."""
         cdef list out = []
-        cdef int32_t s = self._head
-        while s != NIL:
-            out.append(self._keys[s])
-            s = self._next[s]
+        cdef Py_ssize_t r
+        cdef Use u
+        for r in range(self._qhead, self._qtail):
+            u = self._queue[r]
+            if self._lines[u.slot].state != ST_I and self._lines[u.slot].stamp == u.stamp:
+                out.append(<object>self._lines[u.slot].key)
         return out
 
     def pop_write_backs(self):
@@ -498,10 +626,11 @@ cdef class LineTable:
         self._fill(key, value, EV_FILL_EXCLUSIVE if exclusive else EV_FILL_SHARED)
 
     cdef int _fill(self, object key, object value, int ev) except -1:
-        cdef int32_t s = self._lookup(key)
+        cdef Py_hash_t h = _hash(<PyObject*>key)
+        cdef int32_t s = self._find(<PyObject*>key, h)
         if s != NIL:
-            raise _illegal(self._state[s], ev, key)
-        self._insert(key, value, ST_E if ev == EV_FILL_EXCLUSIVE else ST_S)
+            raise _illegal(self._lines[s].state, ev, key)
+        self._insert(key, h, value, ST_E if ev == EV_FILL_EXCLUSIVE else ST_S)
         return 0
 
     def write(self, key, value):
@@ -518,10 +647,11 @@ cdef class LineTable:
         cdef int32_t s = self._lookup(key)
         if s == NIL:
             return ACT_FETCH
-        if self._state[s] == ST_S:
+        if self._lines[s].state == ST_S:
             return ACT_INVALIDATE_OTHERS
-        self._state[s] = ST_M
+        self._lines[s].state = ST_M
         self._touch(s)
+        self._lines[s].value = <PyObject*>value
         # Last: the list drops the old value after storing the new one.
         self._values[s] = value
         return ACT_NONE
@@ -559,7 +689,7 @@ cdef class LineTable:
             self._touch(s)
             self._hits += 1
             return ACT_NONE
-        st = ST_I if s == NIL else self._state[s]
+        st = ST_I if s == NIL else self._lines[s].state
         nxt = _NEXT[ev][st]
         act = _ACT[ev][st]
         if nxt == ILLEGAL:
@@ -576,7 +706,7 @@ cdef class LineTable:
             else:
                 self._evictions += 1
         else:
-            self._state[s] = nxt
+            self._lines[s].state = nxt
         return act
 
     def run(self, ops, keys, values):
@@ -602,11 +732,12 @@ cdef class LineTable:
         cdef Py_ssize_t n = codes.shape[0]
         cdef Py_ssize_t i
         cdef PyObject* k
-        cdef PyObject* o
         cdef PyObject* v
         cdef PyObject* old
+        cdef Py_hash_t h
         cdef int32_t s
         cdef uint64_t hits = 0
+        cdef KeyRef* refs
         if not isinstance(keys, list):
             raise TypeError(f"keys must be a list, not {type(keys).__name__}")
         if not isinstance(values, list):
@@ -615,46 +746,62 @@ cdef class LineTable:
             raise ValueError(f"keys has {len(keys)} items, ops has {n}")
         if len(values) != n:
             raise ValueError(f"values has {len(values)} items, ops has {n}")
-        # Validate the whole batch first, so a bad one changes nothing.
-        for i in range(n):
-            if codes[i] > _OP_PUT:
-                raise ValueError(f"ops[{i}] is {codes[i]}, not OP_GET (0) or OP_PUT (1)")
-            k = _list_get(<PyObject*>keys, i)
-            if not (_str_exact(k) or _bytes_exact(k)):
-                raise TypeError(
-                    f"keys[{i}] must be str or bytes, not {type(<object>k).__name__}"
-                )
+        refs = <KeyRef*>PyMem_Malloc((n if n else 1) * sizeof(KeyRef))
+        if refs == NULL:
+            raise MemoryError()
         try:
+            # Pass 1 checks the whole batch, so a bad one changes nothing, and
+            # reads every key's (cached) hash once: pass 2 then never touches
+            # a key object, only the index and the lines, which it prefetches.
             for i in range(n):
-                # A value's __del__ (run when a put drops the old value) could
-                # shrink or rewrite the caller's lists: re-check what we read.
-                if i >= _list_size(<PyObject*>keys) or i >= _list_size(<PyObject*>values):
-                    raise RuntimeError("keys or values changed size during run()")
+                if i + _PF_LINE < n:
+                    _prefetch(_list_get(<PyObject*>keys, i + _PF_LINE))
+                if codes[i] > _OP_PUT:
+                    raise ValueError(f"ops[{i}] is {codes[i]}, not OP_GET (0) or OP_PUT (1)")
                 k = _list_get(<PyObject*>keys, i)
                 if not (_str_exact(k) or _bytes_exact(k)):
+                    raise TypeError(
+                        f"keys[{i}] must be str or bytes, not {type(<object>k).__name__}"
+                    )
+                refs[i].hash = _hash(k)
+                refs[i].key = k
+            for i in range(n):
+                if i + _PF_BUCKET < n:
+                    _prefetch(&self._buckets[<size_t>refs[i + _PF_BUCKET].hash & self._mask])
+                if i + _PF_LINE < n:
+                    s = self._buckets[<size_t>refs[i + _PF_LINE].hash & self._mask].slot
+                    if s != NIL:
+                        _prefetch(&self._lines[s])
+                # A value's __del__ (run when a put drops the old value) could
+                # rewrite the caller's lists. The list still holding the very
+                # object pass 1 hashed proves it alive and its hash right.
+                if i >= _list_size(<PyObject*>keys) or i >= _list_size(<PyObject*>values):
+                    raise RuntimeError("keys or values changed size during run()")
+                k = refs[i].key
+                if _list_get(<PyObject*>keys, i) != k:
                     raise RuntimeError("keys changed during run()")
-                o = _dict_get(<PyObject*>self._index, k)
-                if o == NULL:
-                    if PyErr_Occurred() != NULL:
-                        raise RuntimeError("dict lookup failed")  # unreachable: exact str/bytes
+                h = refs[i].hash
+                s = self._find(k, h)
+                if s == NIL:
                     if codes[i] == _OP_GET:
                         self._misses += 1
                     else:
-                        self._insert(<object>k, <object>_list_get(<PyObject*>values, i), ST_M)
+                        self._insert(<object>k, h, <object>_list_get(<PyObject*>values, i), ST_M)
                     continue
-                s = <int32_t>_long_as_ssize(o)
                 self._touch(s)
                 if codes[i] == _OP_GET:
                     hits += 1
                     continue
-                self._state[s] = ST_M
-                # Store the new value, then drop the old one: the line is
-                # consistent before any finalizer can run.
+                # Owned write: store the new value, then drop the old one, so
+                # the line is consistent before any finalizer can run.
                 v = _list_get(<PyObject*>values, i)
+                self._lines[s].state = ST_M
+                self._lines[s].value = v
                 Py_XINCREF(v)
                 old = _list_get(<PyObject*>self._values, s)
                 _list_set(<PyObject*>self._values, s, v)
                 Py_XDECREF(old)
         finally:
+            PyMem_Free(refs)
             self._hits += hits
         return hits
