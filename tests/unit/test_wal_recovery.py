@@ -374,3 +374,56 @@ def test_reader_process_sees_a_consistent_prefix(impl: str, tmp_path: Path) -> N
     result = json.loads(out)
     assert result["seen"] == total
     assert result["scans"] >= 2
+
+
+def test_readonly_handle_serves_the_prefix_of_a_torn_tail_without_writing(
+    mod: ModuleType, tmp_path: Path
+) -> None:
+    path = tmp_path / "log"
+    build(mod, path, batches=2, per_batch=100)
+    flip_record(path, 200)
+    before = data_file(path).read_bytes()
+    with mod.Wal(path, readonly=True) as ro:
+        assert [r for _, r in ro.scan(150)][-1] == payload(199)
+        assert ro.read(199) == payload(199)
+    assert data_file(path).read_bytes() == before
+    with mod.Wal(path, sync=False) as wal:  # the writer repairs
+        assert_valid_prefix(wal, 199)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from distsync._core import load
+    impl, path, sync = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    wal = load("wal", impl).Wal(path, sync=sync)
+    for b in range(20):
+        wal.append([b"%d-%d" % (b, i) for i in range(50)])
+        print(wal.last_seq, flush=True)  # acknowledged
+    wal.truncate_suffix(901)
+    wal.truncate_prefix(100)
+    print("done", flush=True)
+    os._exit(0)  # like kill -9: no close, no atexit, no flush by Python
+    """
+)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_acknowledged_appends_survive_a_process_crash(
+    impl: str, tmp_path: Path, sync: bool
+) -> None:
+    path = tmp_path / "log"
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, impl, str(path), "1" if sync else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "done"
+    with load("wal", impl).Wal(path, sync=False) as wal:
+        assert (wal.first_seq, wal.last_seq) == (101, 900)
+        assert wal.read(101) == b"2-0"
+        assert wal.read(900) == b"17-49"

@@ -33,6 +33,8 @@ cdef class Wal:
     # Cached bounds of the writer (readers re-read them in each transaction).
     cdef uint64_t _first
     cdef uint64_t _last
+    # Readers only: first bad record of a torn tail seen at open (0: none).
+    cdef uint64_t _torn
 
     cdef object _write(self, fn)
     cdef object _read_txn(self)

@@ -24,6 +24,8 @@ from libc.string cimport memcpy
 from distsync._core._xxh3 cimport ds_xxh3_64
 
 import threading
+from os import PathLike, fspath
+from os.path import exists, join
 
 import lmdb
 
@@ -32,6 +34,7 @@ from distsync._core._wal_py import (
     DEFAULT_MAP_SIZE,
     FORMAT,
     MAX_RECORD,
+    ReadTxn,
     _check_int,
     preflight,
     storage_error,
@@ -248,9 +251,7 @@ cdef class Wal:
     """
 
     def __init__(self, path, sync=True, *, map_size=DEFAULT_MAP_SIZE, readonly=False):
-        import os
-
-        if not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
         if not isinstance(sync, bool):
             raise TypeError(f"sync must be a bool, not {type(sync).__name__}")
@@ -259,15 +260,16 @@ cdef class Wal:
         _check_int("map_size", map_size)
         if map_size < 4096:
             raise ValueError(f"map_size must be >= 4096, got {map_size}")
-        self._path = os.fspath(path)
-        self._data_file = os.path.join(self._path, "data.mdb")
+        self._path = fspath(path)
+        self._data_file = join(self._path, "data.mdb")
         self._sync = sync
         self._readonly = readonly
         self._lock = _threading_Lock()
         self._env = None
         self._first = 1
         self._last = 0
-        if readonly and not os.path.exists(self._data_file):
+        self._torn = 0
+        if readonly and not exists(self._data_file):
             raise FileNotFoundError(f"no log at {self._path} (readonly=True needs one)")
         preflight(self._data_file, repair=not readonly)
         try:
@@ -400,7 +402,8 @@ cdef class Wal:
             return 0
         self._last = bad_seq - 1
         if self._readonly:
-            return 0  # serve the valid prefix; the writer repairs
+            self._torn = bad_seq  # serve the valid prefix; the writer repairs
+            return 0
         log = self._log
 
         def repair(txn):
@@ -448,14 +451,17 @@ cdef class Wal:
         return 0
 
     cdef object _read_txn(self):
-        """A read transaction; adopts a map grown by the writer in another process."""
+        """A read transaction (LMDB errors translated, see ``ReadTxn``); adopts a map
+        grown by the writer in another process."""
         try:
-            return self._env.begin(buffers=True)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)
-            return self._env.begin(buffers=True)
+            try:
+                txn = self._env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+                txn = self._env.begin(buffers=True)
         except lmdb.Error as exc:
             raise storage_error(exc, self._data_file) from exc
+        return ReadTxn(txn, self._data_file)
 
     cdef object _write(self, fn):
         """Run ``fn(txn)`` in one write transaction and commit it (durably when sync).
@@ -474,7 +480,7 @@ cdef class Wal:
 
     cdef tuple _bounds(self, txn):
         """``(first_seq, last_seq)``: cached for the writer, read afresh by readers."""
-        cdef uint64_t first, key
+        cdef uint64_t first, key, last
         cdef Py_buffer view
         cdef int64_t n
         if not self._readonly:
@@ -491,7 +497,17 @@ cdef class Wal:
             PyBuffer_Release(&view)
         if n < 0:
             raise self._corrupt(key)
-        return first, key + <uint64_t>n - 1
+        last = key + <uint64_t>n - 1
+        if self._torn and self._torn <= last:
+            # This reader found a torn tail at open and cannot repair it: keep
+            # serving the prefix until the writer has replaced the bad record.
+            k, block = self._block_at(cur, self._torn)
+            try:
+                self._record(block, k, self._torn)
+            except CorruptLogError:
+                return first, self._torn - 1
+            self._torn = 0
+        return first, last
 
     cdef tuple _block_at(self, cur, uint64_t seq):
         """``(key, block)`` of the block holding ``seq`` (which must be in the log)."""

@@ -317,6 +317,33 @@ def storage_error(exc: lmdb.Error, data_file: str) -> Exception:
     return StorageError(f"{data_file}: {exc}")
 
 
+class ReadTxn:
+    """A read transaction as a context manager that translates LMDB errors.
+
+    LMDB can report damage (``MDB_CORRUPTED``, ``MDB_PAGE_NOTFOUND``) from any
+    cursor step, so the translation wraps the whole ``with`` body.
+    """
+
+    __slots__ = ("txn", "data_file")
+
+    def __init__(self, txn: Any, data_file: str) -> None:
+        self.txn = txn
+        self.data_file = data_file
+
+    def __enter__(self) -> Any:
+        return self.txn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.txn.abort()  # a read transaction only releases its snapshot
+        if isinstance(exc, lmdb.Error):
+            raise storage_error(exc, self.data_file) from exc
+
+
 # --- the log -----------------------------------------------------------------
 
 
@@ -368,6 +395,7 @@ class Wal:
         self._env: Any = None
         self._first = 1
         self._last = 0
+        self._torn = 0  # readers: first bad record of a torn tail seen at open
         if readonly and not os.path.exists(self._data_file):
             raise FileNotFoundError(f"no log at {self._path} (readonly=True needs one)")
         preflight(self._data_file, repair=not readonly)
@@ -489,7 +517,8 @@ class Wal:
             return
         self._last = bad_seq - 1
         if self._readonly:
-            return  # serve the valid prefix; the writer repairs
+            self._torn = bad_seq  # serve the valid prefix; the writer repairs
+            return
         cut_key, keep = cut
 
         def repair(txn: Any) -> None:
@@ -524,15 +553,17 @@ class Wal:
         if self._env is None:
             raise ValueError("operation on a closed Wal")
 
-    def _read_txn(self) -> Any:
+    def _read_txn(self) -> ReadTxn:
         """A read transaction; adopts a map grown by the writer in another process."""
         try:
-            return self._env.begin(buffers=True)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)
-            return self._env.begin(buffers=True)
+            try:
+                txn = self._env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+                txn = self._env.begin(buffers=True)
         except lmdb.Error as exc:
             raise storage_error(exc, self._data_file) from exc
+        return ReadTxn(txn, self._data_file)
 
     def _write(self, fn: Callable[[Any], _T]) -> _T:
         """Run ``fn(txn)`` in one write transaction and commit it (durably when sync).
@@ -562,7 +593,16 @@ class Wal:
         offs = _offsets(cur.value())
         if offs is None:
             raise self._corrupt(key)
-        return first, key + len(offs) - 1
+        last = key + len(offs) - 1
+        if self._torn and self._torn <= last:
+            # This reader found a torn tail at open and cannot repair it: keep
+            # serving the prefix until the writer has replaced the bad record.
+            k, block = self._block_at(cur, self._torn)
+            o = _offsets(block)
+            if o is None or _frame(block, o, self._torn - k, self._torn) is None:
+                return first, self._torn - 1
+            self._torn = 0
+        return first, last
 
     # -- public API ---------------------------------------------------------------
 
