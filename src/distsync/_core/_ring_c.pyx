@@ -219,6 +219,10 @@ cdef _Table _build_table(list nodes, dict node_points):
     table.count = count
     if count == 0:
         return table
+    if count > <Py_ssize_t>0xFFFFFFFF:
+        # The bucket index stores positions as uint32; 4G points is beyond
+        # any real ring (and its memory) anyway.
+        raise ValueError(f"the ring would have {count} points, more than 2**32 - 1")
     rank = {name: r for r, name in enumerate(sorted(nodes))}
     entries = <_Entry *>PyMem_Malloc(count * sizeof(_Entry))
     if entries == NULL:
@@ -362,6 +366,14 @@ cdef class HashRing:
     call sees the ring wholly before or wholly after a change (changes swap in
     a new immutable table). Changes themselves must not race each other.
     """
+
+    def __cinit__(self):
+        # A valid empty ring even if __init__ never runs (HashRing.__new__):
+        # the C code reads _table without None checks.
+        self._vnodes = DEFAULT_VNODES
+        self._nodes = []
+        self._node_points = {}
+        self._table = _build_table(self._nodes, self._node_points)
 
     def __init__(self, nodes=(), vnodes=DEFAULT_VNODES):
         cdef Py_ssize_t v = _check_count(vnodes, "vnodes")
