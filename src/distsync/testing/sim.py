@@ -546,8 +546,10 @@ def make_core(
 
 
 def drain(core: RaftCore, storage: MemoryStorage | None = None) -> list[Message]:
-    """Handle every pending Ready of ``core`` (persisting to ``storage`` if given) and
-    return the messages it wanted sent."""
+    """Handle every pending Ready of ``core``, persisting to ``storage`` (default: the
+    core's own, if it is a MemoryStorage), and return the messages it wanted sent."""
+    if storage is None and isinstance(core.log.storage, MemoryStorage):
+        storage = core.log.storage
     out: list[Message] = []
     while core.has_ready():
         rd = core.ready()
