@@ -256,7 +256,10 @@ def test_duplicate_and_unknown_nodes(mod: ModuleType) -> None:
         ring.remove_node("zz")
     with pytest.raises(ValueError, match=r"nodes\[2\].*twice"):
         mod.HashRing(["a", "b", "a"])
+    with pytest.raises(ValueError, match="twice"):
+        ring.__init__(["x", "x"])  # type: ignore[misc]
     assert ring.nodes == ["a", "b"]  # failed calls changed nothing
+    assert ring.lookup("k") in ("a", "b")
     assert len(ring) == 2 and "a" in ring and "zz" not in ring and 3 not in ring
 
 

@@ -389,15 +389,18 @@ cdef class HashRing:
             raise TypeError(
                 f"nodes must be an iterable of str, not {type(nodes).__name__}"
             ) from None
-        self._vnodes = <int>v
-        self._nodes = []
-        self._node_points = {}
+        # Validate everything before touching self: a failed call changes nothing.
+        checked = []
+        seen = set()
         for i, node in enumerate(initial):
             node = _check_node(node, f"nodes[{i}]")
-            if node in self._node_points:
+            if node in seen:
                 raise ValueError(f"nodes[{i}]: node {node!r} is listed twice")
-            self._node_points[node] = self._points_of(node)
-            self._nodes.append(node)
+            seen.add(node)
+            checked.append(node)
+        self._vnodes = <int>v
+        self._node_points = {node: self._points_of(node) for node in checked}
+        self._nodes = checked
         self._rebuild()
 
     cdef list _points_of(self, str node):

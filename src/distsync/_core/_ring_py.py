@@ -135,17 +135,20 @@ class HashRing:
             raise TypeError(
                 f"nodes must be an iterable of str, not {type(nodes).__name__}"
             ) from None
-        self._vnodes = vnodes
-        self._nodes: list[str] = []
-        # name -> the node's points, in label order; kept so a rebuild after
-        # add/remove does not rehash the other nodes.
-        self._node_points: dict[str, list[int]] = {}
+        # Validate everything before touching self: a failed call changes nothing.
+        checked: list[str] = []
+        seen: set[str] = set()
         for i, node in enumerate(initial):
             node = _check_node(node, f"nodes[{i}]")
-            if node in self._node_points:
+            if node in seen:
                 raise ValueError(f"nodes[{i}]: node {node!r} is listed twice")
-            self._node_points[node] = self._points_of(node)
-            self._nodes.append(node)
+            seen.add(node)
+            checked.append(node)
+        self._vnodes = vnodes
+        self._nodes = checked
+        # name -> the node's points, in label order; kept so a rebuild after
+        # add/remove does not rehash the other nodes.
+        self._node_points = {node: self._points_of(node) for node in checked}
         self._rebuild()
 
     # -- the ring ----------------------------------------------------------
