@@ -8,10 +8,10 @@ objects), locating and verifying a frame for ``read``/``scan``, and verifying
 every frame on open without the GIL. The LMDB calls go through the ``lmdb``
 package, one per block, so their Python cost is paid per batch, not per record.
 
-The file check before LMDB maps the file (``preflight``), the translation of
-LMDB errors and the argument checks are imported from the twin: they run once
-per open or per call, and one copy of the meta-page parser cannot drift from
-the other.
+The file check before LMDB maps the file (``preflight``), the LMDB flags
+(``open_env``), the translation of LMDB errors and the argument checks are
+imported from the twin: they run once per open or per call, and one copy of
+the meta-page parser and of the flags cannot drift from the other.
 """
 
 cimport cython
@@ -36,6 +36,7 @@ from distsync._core._wal_py import (
     MAX_RECORD,
     ReadTxn,
     _check_int,
+    open_env,
     preflight,
     storage_error,
 )
@@ -272,19 +273,7 @@ cdef class Wal:
         if readonly and not exists(self._data_file):
             raise FileNotFoundError(f"no log at {self._path} (readonly=True needs one)")
         preflight(self._data_file, repair=not readonly)
-        try:
-            self._env = lmdb.open(
-                self._path,
-                map_size=map_size,
-                max_dbs=2,
-                sync=sync,
-                metasync=True,
-                readonly=readonly,
-                readahead=False,
-                lib_version=0,
-            )
-        except lmdb.Error as exc:
-            raise storage_error(exc, self._data_file) from exc
+        self._env = open_env(self._path, self._data_file, map_size, sync, readonly)
         try:
             self._open_dbs()
             self._recover()

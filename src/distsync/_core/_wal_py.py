@@ -250,6 +250,13 @@ def preflight(data_file: str, repair: bool) -> None:
     only reuses pages freed before the older snapshot). Otherwise, or when
     ``repair`` is False (read-only handles), raise :class:`CorruptLogError`.
     A missing or empty file is a log never written to: LMDB initialises it.
+
+    What LMDB 0.9.36 (py-lmdb 3.0) does by itself with a file cut short,
+    measured: without ``writemap`` the first read of a missing page is SIGBUS
+    (the process dies, exit status 135); with ``writemap`` it extends the file
+    to the map size with zeros and serves zero bytes for the missing pages as
+    if they were data. Neither is acceptable for a log, hence this check,
+    which runs before LMDB maps the file.
     """
     try:
         size = os.path.getsize(data_file)
@@ -315,6 +322,30 @@ def storage_error(exc: lmdb.Error, data_file: str) -> Exception:
     ):
         return CorruptLogError(f"{data_file}: LMDB reports damage: {exc}", data_file, 0)
     return StorageError(f"{data_file}: {exc}")
+
+
+def open_env(path: str, data_file: str, map_size: int, sync: bool, readonly: bool) -> Any:
+    """The LMDB environment of a log, with the flags both twins must agree on.
+
+    ``sync=True`` keeps LMDB's full commit: data pages written and fdatasync'ed,
+    then the meta page written through an O_DSYNC descriptor. That is two
+    ordered flushes per commit, and both are needed: ``metasync=False`` would
+    leave the last commit undone by a system crash, ``sync=False`` could let
+    the meta page reach the disk before the pages it points to. ``writemap``
+    is off: it gains nothing measurable here and hides files cut short (see
+    ``preflight``). The 0.9 engine is forced (data format v1): ``preflight``
+    parses its meta pages.
+    """
+    kwargs: dict[str, Any] = dict(
+        map_size=map_size, max_dbs=2, sync=sync, metasync=True, readonly=readonly
+    )
+    try:
+        try:
+            return lmdb.open(path, lib_version=0, **kwargs)
+        except TypeError:  # py-lmdb < 3.0 has one engine (0.9) and no lib_version
+            return lmdb.open(path, **kwargs)
+    except lmdb.Error as exc:
+        raise storage_error(exc, data_file) from exc
 
 
 class ReadTxn:
@@ -399,19 +430,7 @@ class Wal:
         if readonly and not os.path.exists(self._data_file):
             raise FileNotFoundError(f"no log at {self._path} (readonly=True needs one)")
         preflight(self._data_file, repair=not readonly)
-        try:
-            self._env = lmdb.open(
-                self._path,
-                map_size=map_size,
-                max_dbs=2,
-                sync=sync,
-                metasync=True,
-                readonly=readonly,
-                readahead=False,
-                lib_version=0,
-            )
-        except lmdb.Error as exc:
-            raise storage_error(exc, self._data_file) from exc
+        self._env = open_env(self._path, self._data_file, map_size, sync, readonly)
         try:
             self._open_dbs()
             self._recover()
