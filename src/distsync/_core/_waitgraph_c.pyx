@@ -6,12 +6,14 @@ states the determinism rules (dense ids reused smallest-first, out-edges in
 insertion order, searches in edge order). Here:
 
 * names are interned to dense ``int32`` ids through a dict, and each id slot
-  holds two small C vectors: ``out`` (ordered, it decides which cycle is
-  reported) and ``inn`` (unordered, swap-remove, used by removals only);
+  holds two small vectors with inline storage for a few ids: ``out``
+  (ordered, it decides which cycle is reported) and ``inn`` (unordered,
+  swap-remove, used by removals only). ``out`` sits with the visit mark in
+  a 32-byte ``HotRec``, so a search step costs one memory access;
 * searches use preallocated scratch arrays and a visit *epoch*: slot ``i`` is
-  marked iff ``_mark[i] == _epoch``, so starting a search is one increment
-  instead of clearing an array -- what makes the incremental check O(path),
-  not O(graph);
+  marked iff ``_hot[i].mark == _epoch``, so starting a search is one
+  increment instead of clearing an array -- what makes the incremental check
+  O(path), not O(graph);
 * nothing recurses: DFS, Tarjan and BFS run on explicit stacks.
 
 Names are exact ``str``/``int`` objects only; their hashing and comparison
@@ -25,63 +27,87 @@ from cpython.long cimport PyLong_AsLong, PyLong_CheckExact
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int32_t, uint32_t
-from libc.stdlib cimport free, realloc
-from libc.string cimport memmove, memset
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
 
 __all__ = ["WaitForGraph"]
 
+#: A node name: exactly a ``str`` or an ``int`` (subclasses are refused).
+Node = str | int
+
 # Largest number of id slots: ids are int32 and -1 means "none".
 cdef int32_t _MAX_SLOTS = 0x7FFFFFF0
-# A freed node gives its edge buffers back when they are bigger than this,
+# A freed node gives its heap buffers back when they are bigger than this,
 # so a former hub does not pin memory; small ones are kept for reuse.
-cdef int32_t _KEEP_CAP = 8
+cdef int32_t _KEEP_CAP = 16
 
 
 # -- small id vectors ------------------------------------------------------
 
-cdef inline int _vec_push(IdVec *v, int32_t x) noexcept nogil:
+cdef inline int32_t *_sv_data(SmallVec *v) noexcept nogil:
+    """Where ``v``'s ids live: inline up to SMALL_INLINE, else on the heap."""
+    if v.cap > SMALL_INLINE:
+        return v.d.ptr
+    return &v.d.inl[0]
+
+
+cdef inline int _sv_push(SmallVec *v, int32_t x) noexcept nogil:
     """Append ``x``; 0 on success, -1 when out of memory (``v`` unchanged)."""
-    cdef int32_t ncap
+    cdef int32_t cap = v.cap if v.cap > SMALL_INLINE else SMALL_INLINE
     cdef int32_t *data
-    if v.len == v.cap:
-        ncap = v.cap * 2 if v.cap else 2
-        data = <int32_t *>realloc(v.data, <size_t>ncap * sizeof(int32_t))
-        if data == NULL:
-            return -1
-        v.data = data
-        v.cap = ncap
-    v.data[v.len] = x
+    if v.len == cap:
+        if v.cap > SMALL_INLINE:
+            data = <int32_t *>realloc(v.d.ptr, <size_t>cap * 2 * sizeof(int32_t))
+            if data == NULL:
+                return -1
+        else:
+            # Spill: move the inline ids to a heap buffer of twice the size.
+            data = <int32_t *>malloc(<size_t>cap * 2 * sizeof(int32_t))
+            if data == NULL:
+                return -1
+            memcpy(data, &v.d.inl[0], <size_t>v.len * sizeof(int32_t))
+        v.d.ptr = data
+        v.cap = cap * 2
+    _sv_data(v)[v.len] = x
     v.len += 1
     return 0
 
 
-cdef inline void _vec_remove_ordered(IdVec *v, int32_t x) noexcept nogil:
+cdef inline void _sv_remove_ordered(SmallVec *v, int32_t x) noexcept nogil:
     """Remove ``x`` keeping the others' order (out-edge order is observable)."""
+    cdef int32_t *data = _sv_data(v)
     cdef int32_t i
     for i in range(v.len):
-        if v.data[i] == x:
-            memmove(&v.data[i], &v.data[i + 1], <size_t>(v.len - i - 1) * sizeof(int32_t))
+        if data[i] == x:
+            memmove(&data[i], &data[i + 1], <size_t>(v.len - i - 1) * sizeof(int32_t))
             v.len -= 1
             return
 
 
-cdef inline void _vec_remove_unordered(IdVec *v, int32_t x) noexcept nogil:
+cdef inline void _sv_remove_unordered(SmallVec *v, int32_t x) noexcept nogil:
     """Remove ``x`` by moving the last entry into its place (O(1) after the find)."""
+    cdef int32_t *data = _sv_data(v)
     cdef int32_t i
     for i in range(v.len):
-        if v.data[i] == x:
+        if data[i] == x:
             v.len -= 1
-            v.data[i] = v.data[v.len]
+            data[i] = data[v.len]
             return
 
 
-cdef inline void _vec_release(IdVec *v) noexcept nogil:
-    """Empty ``v``; free its buffer only if it grew past ``_KEEP_CAP``."""
+cdef inline void _sv_release(SmallVec *v) noexcept nogil:
+    """Empty ``v``; give its heap buffer back if it grew past ``_KEEP_CAP``."""
     v.len = 0
     if v.cap > _KEEP_CAP:
-        free(v.data)
-        v.data = NULL
+        free(v.d.ptr)
         v.cap = 0
+
+
+cdef inline void _sv_free(SmallVec *v) noexcept nogil:
+    if v.cap > SMALL_INLINE:
+        free(v.d.ptr)
+    v.len = 0
+    v.cap = 0
 
 
 # -- the free-id min-heap ----------------------------------------------------
@@ -185,13 +211,13 @@ cdef class WaitForGraph:
     def __cinit__(self):
         self._ids = {}
         self._names = []
-        self._nodes = NULL
+        self._hot = NULL
+        self._inn = NULL
         self._nslots = 0
         self._cap = 0
         self._heap = NULL
         self._nfree = 0
         self._nedges = 0
-        self._mark = NULL
         self._epoch = 0
         self._s_node = NULL
         self._s_edge = NULL
@@ -208,22 +234,22 @@ cdef class WaitForGraph:
 
     cdef void _free_all(self) noexcept:
         cdef int32_t i
-        if self._nodes != NULL:
+        if self._hot != NULL and self._inn != NULL:
             for i in range(self._nslots):
-                free(self._nodes[i].out.data)
-                free(self._nodes[i].inn.data)
-        free(self._nodes)
+                _sv_free(&self._hot[i].out)
+                _sv_free(&self._inn[i])
+        free(self._hot)
+        free(self._inn)
         free(self._heap)
-        free(self._mark)
         free(self._s_node)
         free(self._s_edge)
         free(self._s_index)
         free(self._s_low)
         free(self._s_comp)
         free(self._s_stack)
-        self._nodes = NULL
+        self._hot = NULL
+        self._inn = NULL
         self._heap = NULL
-        self._mark = NULL
         self._s_node = NULL
         self._s_edge = NULL
         self._s_index = NULL
@@ -248,14 +274,14 @@ cdef class WaitForGraph:
         # Each realloc either succeeds or leaves its array as it was; _cap is
         # raised only when all succeeded, so a failure leaves a valid graph
         # (some arrays merely larger than needed).
-        p = realloc(self._nodes, <size_t>ncap * sizeof(NodeRec))
+        p = realloc(self._hot, <size_t>ncap * sizeof(HotRec))
         if p == NULL:
             raise MemoryError()
-        self._nodes = <NodeRec *>p
-        p = realloc(self._mark, <size_t>ncap * sizeof(uint32_t))
+        self._hot = <HotRec *>p
+        p = realloc(self._inn, <size_t>ncap * sizeof(SmallVec))
         if p == NULL:
             raise MemoryError()
-        self._mark = <uint32_t *>p
+        self._inn = <SmallVec *>p
         p = realloc(self._heap, <size_t>ncap * sizeof(int32_t))
         if p == NULL:
             raise MemoryError()
@@ -284,9 +310,9 @@ cdef class WaitForGraph:
         if p == NULL:
             raise MemoryError()
         self._s_stack = <int32_t *>p
-        # New slots: empty vectors, and unmarked (0 is never a live epoch).
-        memset(&self._nodes[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(NodeRec))
-        memset(&self._mark[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(uint32_t))
+        # New slots: empty inline vectors, unmarked (0 is never a live epoch).
+        memset(&self._hot[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(HotRec))
+        memset(&self._inn[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(SmallVec))
         self._cap = ncap
         return 0
 
@@ -316,8 +342,7 @@ cdef class WaitForGraph:
 
     cdef int _release_if_isolated(self, int32_t i) except -1:
         """Free id ``i`` if its node has no edge left (ids track live nodes)."""
-        cdef NodeRec *rec = &self._nodes[i]
-        if rec.out.len or rec.inn.len:
+        if self._hot[i].out.len or self._inn[i].len:
             return 0
         name = self._names[i]
         if name is None:
@@ -325,16 +350,18 @@ cdef class WaitForGraph:
         del self._ids[name]
         self._names[i] = None
         _heap_push(self._heap, &self._nfree, i)
-        _vec_release(&rec.out)
-        _vec_release(&rec.inn)
+        _sv_release(&self._hot[i].out)
+        _sv_release(&self._inn[i])
         return 0
 
     cdef uint32_t _next_epoch(self) noexcept nogil:
         """Start a search: every slot becomes unmarked."""
+        cdef int32_t i
         self._epoch += 1
         if self._epoch == 0:
             # Wrapped after 2**32 searches: clear once, then carry on.
-            memset(self._mark, 0, <size_t>self._cap * sizeof(uint32_t))
+            for i in range(self._cap):
+                self._hot[i].mark = 0
             self._epoch = 1
         return self._epoch
 
@@ -362,7 +389,7 @@ cdef class WaitForGraph:
         cdef list items
         cdef int32_t w, h = -1, t
         cdef uint32_t ep
-        cdef IdVec *out
+        cdef int32_t *data
         _check_node(waiter, "waiter")
         items = _check_holders(holders)
         if not items:
@@ -370,20 +397,20 @@ cdef class WaitForGraph:
         w = self._intern(waiter)
         # Mark w's current holders so each duplicate is found in O(1).
         ep = self._next_epoch()
-        out = &self._nodes[w].out
-        for t in range(out.len):
-            self._mark[out.data[t]] = ep
+        data = _sv_data(&self._hot[w].out)
+        for t in range(self._hot[w].out.len):
+            self._hot[data[t]].mark = ep
         try:
             for name in items:
-                h = self._intern(name)  # may move _nodes/_mark: re-read below
-                if self._mark[h] == ep:
+                h = self._intern(name)  # may move _hot/_inn: no pointers kept
+                if self._hot[h].mark == ep:
                     continue
-                if _vec_push(&self._nodes[h].inn, w) < 0:
+                if _sv_push(&self._inn[h], w) < 0:
                     raise MemoryError()
-                if _vec_push(&self._nodes[w].out, h) < 0:
-                    self._nodes[h].inn.len -= 1
+                if _sv_push(&self._hot[w].out, h) < 0:
+                    self._inn[h].len -= 1
                     raise MemoryError()
-                self._mark[h] = ep
+                self._hot[h].mark = ep
                 self._nedges += 1
         except BaseException:
             # Out of memory part-way: drop what was interned but got no edge.
@@ -402,23 +429,24 @@ cdef class WaitForGraph:
         :raises TypeError: if ``waiter`` is not a ``str``/``int``.
         """
         cdef int32_t w, h, t, k
-        cdef IdVec *out
+        cdef int32_t *data
         _check_node(waiter, "waiter")
         w = self._lookup(waiter)
         if w < 0:
             return
-        out = &self._nodes[w].out
-        k = out.len
+        k = self._hot[w].out.len
         if k == 0:
             return
+        data = _sv_data(&self._hot[w].out)
         for t in range(k):
-            _vec_remove_unordered(&self._nodes[out.data[t]].inn, w)
-        out.len = 0
+            _sv_remove_unordered(&self._inn[data[t]], w)
+        self._hot[w].out.len = 0
         self._nedges -= k
-        # out.data still holds the ids. Releasing another node never touches
-        # w's buffers; w itself (present here if it had a self-loop) goes last.
+        # data still holds the ids (inline or heap). Releasing another node
+        # never touches w's vectors, nor moves _hot; w itself (present here
+        # if it had a self-loop) goes last.
         for t in range(k):
-            h = out.data[t]
+            h = data[t]
             if h != w:
                 self._release_if_isolated(h)
         self._release_if_isolated(w)
@@ -434,34 +462,36 @@ cdef class WaitForGraph:
         """
         cdef int32_t n, x, t, nin, nout
         cdef bint self_loop = False
-        cdef NodeRec *rec
+        cdef int32_t *ins
+        cdef int32_t *outs
         _check_node(node, "node")
         n = self._lookup(node)
         if n < 0:
             return
-        rec = &self._nodes[n]
-        nin = rec.inn.len
-        nout = rec.out.len
+        nin = self._inn[n].len
+        nout = self._hot[n].out.len
+        ins = _sv_data(&self._inn[n])
+        outs = _sv_data(&self._hot[n].out)
         for t in range(nin):
-            x = rec.inn.data[t]
+            x = ins[t]
             if x == n:
-                self_loop = True
+                self_loop = True  # handled with n's own vectors below
             else:
-                _vec_remove_ordered(&self._nodes[x].out, n)
+                _sv_remove_ordered(&self._hot[x].out, n)
         for t in range(nout):
-            x = rec.out.data[t]
+            x = outs[t]
             if x != n:
-                _vec_remove_unordered(&self._nodes[x].inn, n)
+                _sv_remove_unordered(&self._inn[x], n)
         self._nedges -= nin + nout - (1 if self_loop else 0)
-        rec.inn.len = 0
-        rec.out.len = 0
+        self._inn[n].len = 0
+        self._hot[n].out.len = 0
         # The buffers still hold the neighbour ids (see remove_waiter).
         for t in range(nin):
-            x = rec.inn.data[t]
+            x = ins[t]
             if x != n:
                 self._release_if_isolated(x)
         for t in range(nout):
-            x = rec.out.data[t]
+            x = outs[t]
             if x != n:
                 self._release_if_isolated(x)
         self._release_if_isolated(n)
@@ -486,23 +516,22 @@ cdef class WaitForGraph:
         """
         cdef int32_t *stack_node = self._s_node
         cdef int32_t *stack_edge = self._s_edge
-        cdef uint32_t *mark = self._mark
+        cdef HotRec *hot = self._hot
         cdef uint32_t ep = self._epoch
-        cdef NodeRec *nodes = self._nodes
         cdef int32_t top = 1, v, i, x
-        mark[h] = ep
+        hot[h].mark = ep
         stack_node[0] = h
         stack_edge[0] = 0
         while top:
             v = stack_node[top - 1]
             i = stack_edge[top - 1]
-            if i < nodes[v].out.len:
+            if i < hot[v].out.len:
                 stack_edge[top - 1] = i + 1
-                x = nodes[v].out.data[i]
+                x = _sv_data(&hot[v].out)[i]
                 if x == w:
                     return top
-                if mark[x] != ep:
-                    mark[x] = ep
+                if hot[x].mark != ep:
+                    hot[x].mark = ep
                     stack_node[top] = x
                     stack_edge[top] = 0
                     top += 1
@@ -510,7 +539,7 @@ cdef class WaitForGraph:
                 top -= 1
         return 0
 
-    cdef list _path_names(self, int32_t *ids, int32_t n):
+    cdef list _path_names(self, const int32_t *ids, int32_t n):
         cdef list names = self._names
         cdef list result = [None] * n
         cdef int32_t t
@@ -558,7 +587,7 @@ cdef class WaitForGraph:
                 # node searched from an earlier holder is not searched again.
                 self._next_epoch()
                 started = True
-            elif self._mark[h] == self._epoch:
+            elif self._hot[h].mark == self._epoch:
                 continue
             depth = self._search(h, w)
             if depth:
@@ -584,7 +613,7 @@ cdef class WaitForGraph:
 
         :returns: the cycles, each a list of names.
         """
-        cdef NodeRec *nodes = self._nodes
+        cdef HotRec *hot = self._hot
         cdef int32_t *index = self._s_index
         cdef int32_t *low = self._s_low
         cdef int32_t *comp = self._s_comp
@@ -604,7 +633,7 @@ cdef class WaitForGraph:
         for s in range(nslots):
             # A node without out-edges is a component on its own with no
             # cycle; it is still visited when reached from another node.
-            if index[s] != -1 or nodes[s].out.len == 0:
+            if index[s] != -1 or hot[s].out.len == 0:
                 continue
             index[s] = counter
             low[s] = counter
@@ -617,9 +646,9 @@ cdef class WaitForGraph:
             while ctop:
                 v = call_node[ctop - 1]
                 i = call_edge[ctop - 1]
-                if i < nodes[v].out.len:
+                if i < hot[v].out.len:
                     call_edge[ctop - 1] = i + 1
-                    x = nodes[v].out.data[i]
+                    x = _sv_data(&hot[v].out)[i]
                     if index[x] == -1:
                         index[x] = counter
                         low[x] = counter
@@ -655,8 +684,8 @@ cdef class WaitForGraph:
                             r = tstack[m]
                     roots.append(r)
                 else:
-                    for i in range(nodes[v].out.len):
-                        if nodes[v].out.data[i] == v:
+                    for i in range(hot[v].out.len):
+                        if _sv_data(&hot[v].out)[i] == v:
                             roots.append(v)
                             break
                 ttop = j
@@ -671,21 +700,20 @@ cdef class WaitForGraph:
         Uses _s_stack as the queue and _s_low as parent links (Tarjan is done
         with both), and the epoch marks as the visited set.
         """
-        cdef NodeRec *nodes = self._nodes
+        cdef HotRec *hot = self._hot
         cdef int32_t *comp = self._s_comp
         cdef int32_t *queue = self._s_stack
         cdef int32_t *parent = self._s_low
-        cdef uint32_t *mark = self._mark
         cdef uint32_t ep = self._next_epoch()
         cdef int32_t c = comp[r], qhead = 0, qtail = 1, v, x, i, n
         queue[0] = r
         parent[r] = -1
-        mark[r] = ep
+        hot[r].mark = ep
         while qhead < qtail:
             v = queue[qhead]
             qhead += 1
-            for i in range(nodes[v].out.len):
-                x = nodes[v].out.data[i]
+            for i in range(hot[v].out.len):
+                x = _sv_data(&hot[v].out)[i]
                 if x == r:
                     # Walk the parent links back to r, into _s_node reversed.
                     n = 0
@@ -699,8 +727,8 @@ cdef class WaitForGraph:
                         self._s_node[i] = v
                         v = parent[v]
                     return self._path_names(self._s_node, n)
-                if comp[x] == c and mark[x] != ep:
-                    mark[x] = ep
+                if comp[x] == c and hot[x].mark != ep:
+                    hot[x].mark = ep
                     parent[x] = v
                     queue[qtail] = x
                     qtail += 1
@@ -733,7 +761,7 @@ cdef class WaitForGraph:
         w = self._lookup(waiter)
         if w < 0:
             return []
-        return self._path_names(self._nodes[w].out.data, self._nodes[w].out.len)
+        return self._path_names(_sv_data(&self._hot[w].out), self._hot[w].out.len)
 
     def waiters_of(self, holder):
         """The clients waiting for ``holder``, in node order (``[]`` if unknown).
@@ -741,11 +769,13 @@ cdef class WaitForGraph:
         :raises TypeError: if ``holder`` is not a ``str``/``int``.
         """
         cdef int32_t h, t
+        cdef int32_t *data
         _check_node(holder, "holder")
         h = self._lookup(holder)
         if h < 0:
             return []
-        ids = sorted([self._nodes[h].inn.data[t] for t in range(self._nodes[h].inn.len)])
+        data = _sv_data(&self._inn[h])
+        ids = sorted([data[t] for t in range(self._inn[h].len)])
         return [self._names[i] for i in ids]
 
     def nodes(self):
@@ -757,11 +787,11 @@ cdef class WaitForGraph:
         cdef int32_t w, t
         cdef list names = self._names
         cdef list result = []
-        cdef IdVec *out
+        cdef int32_t *data
         for w in range(self._nslots):
-            out = &self._nodes[w].out
-            for t in range(out.len):
-                result.append((names[w], names[out.data[t]]))
+            data = _sv_data(&self._hot[w].out)
+            for t in range(self._hot[w].out.len):
+                result.append((names[w], names[data[t]]))
         return result
 
     def _slots(self):
