@@ -3,7 +3,7 @@
 
 cimport cython
 from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 
 
 # Line states. INVALID is 0: a free slot has state 0, and "absent" and
@@ -51,12 +51,10 @@ ctypedef struct Line:
     # When the line was last used; its entry in the use queue with this
     # stamp is its place in LRU order.
     uint64_t stamp
+    # The low 32 bits of the key's hash: its home bucket, and a cheap
+    # inequality test before comparing keys.
+    uint32_t tag
     uint8_t state
-
-# One bucket of the open-addressing index (linear probing, no tombstones).
-ctypedef struct Bucket:
-    Py_hash_t hash
-    int32_t slot
 
 # One entry of the use queue: "slot was used at stamp". Valid while the slot
 # holds a line whose stamp is still this one.
@@ -68,7 +66,9 @@ ctypedef struct Use:
 @cython.final
 cdef class LineTable:
     cdef Line* _lines
-    cdef Bucket* _buckets
+    # The index: open addressing, linear probing, no tombstones; a bucket
+    # holds a slot or NIL (4 bytes, so 2 * 100k buckets fit in 1 MiB).
+    cdef int32_t* _buckets
     cdef Use* _queue
     cdef int32_t* _free
     # slot -> key / value; they own the references, None in free slots.
@@ -101,8 +101,8 @@ cdef class LineTable:
     cdef void _compact(self) noexcept nogil
     cdef int32_t _lru(self) noexcept nogil
     cdef int32_t _find(self, PyObject* key, Py_hash_t h) except -2
-    cdef void _index_add(self, Py_hash_t h, int32_t s) noexcept nogil
-    cdef void _index_del(self, Py_hash_t h, int32_t s) noexcept nogil
+    cdef void _index_add(self, int32_t s) noexcept nogil
+    cdef void _index_del(self, int32_t s) noexcept nogil
     cdef int _grow(self) except -1
     cdef int _release(self, int32_t s) except -1
     cdef int _insert(self, object key, Py_hash_t h, object value, uint8_t state) except -1

@@ -6,10 +6,12 @@ The protocol, the events and the write-back queue are described in
 behaviour. A table of 100k lines does not fit in the L1/L2 caches, so the
 layout is built to touch as few cache lines per operation as possible:
 
-* ``_lines``: one 32-byte :c:type:`Line` per slot (key, value, stamp, state);
-* ``_buckets``: an open-addressing index (linear probing, load <= 1/2,
-  backward-shift deletion) from the key's hash to its slot; a probe compares
-  the cached hash first and the key object (identity, then equality) second;
+* ``_lines``: one 32-byte :c:type:`Line` per slot (key, value, stamp, hash
+  tag, state);
+* ``_buckets``: an open-addressing index of 4-byte slot numbers (linear
+  probing, load <= 1/2, backward-shift deletion) from the key's hash to its
+  slot; a probe compares the key object's identity first, then the hash tag,
+  then equality. 100k lines need 1 MiB of buckets, which stays in L2;
 * ``_queue``: the *use queue*, an append-only log of ``(stamp, slot)``. Each
   use of a line gives it a new stamp from ``_clock`` and appends one entry;
   the entry whose stamp equals the line's current stamp is its place in LRU
@@ -19,7 +21,8 @@ layout is built to touch as few cache lines per operation as possible:
   nothing is ever allocated on a hit.
 
 A hit is therefore one read of the key's cached hash, one bucket, one
-``Line`` and one sequential queue append: no linked-list neighbours to
+``Line`` and one sequential queue append (plus, amortised, one check of a
+queue entry during compaction): no linked-list neighbours to
 rewrite, no Python int to unbox, no allocation.
 
 Invariants, between any two public calls:
@@ -40,7 +43,7 @@ the table sees a valid table.
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_XDECREF, Py_XINCREF
-from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 
 from distsync._core._mesi_py import (
     ACTION_NAMES,
@@ -331,51 +334,56 @@ cdef class LineTable:
         # The slot holding key, or NIL. Keys are exact str/bytes: equality
         # runs no Python code; the type check keeps 'a' and b'a' (equal
         # hashes) apart without a BytesWarning.
-        cdef size_t i = <size_t>h & self._mask
+        cdef uint32_t tag = <uint32_t>h
+        cdef size_t i = tag & self._mask
         cdef int32_t s
-        cdef PyObject* other
+        cdef Line* ln
         while True:
-            s = self._buckets[i].slot
+            s = self._buckets[i]
             if s == NIL:
                 return NIL
-            if self._buckets[i].hash == h:
-                other = self._lines[s].key
-                if other == key:
-                    return s
-                if _type_of(other) == _type_of(key) and _richcmp(other, key, Py_EQ):
-                    return s
+            ln = &self._lines[s]
+            if ln.key == key:
+                return s
+            if (
+                ln.tag == tag
+                and _type_of(ln.key) == _type_of(key)
+                and _richcmp(ln.key, key, Py_EQ)
+            ):
+                return s
             i = (i + 1) & self._mask
 
-    cdef void _index_add(self, Py_hash_t h, int32_t s) noexcept nogil:
-        cdef size_t i = <size_t>h & self._mask
-        while self._buckets[i].slot != NIL:
+    cdef void _index_add(self, int32_t s) noexcept nogil:
+        cdef size_t i = self._lines[s].tag & self._mask
+        while self._buckets[i] != NIL:
             i = (i + 1) & self._mask
-        self._buckets[i].hash = h
-        self._buckets[i].slot = s
+        self._buckets[i] = s
 
-    cdef void _index_del(self, Py_hash_t h, int32_t s) noexcept nogil:
+    cdef void _index_del(self, int32_t s) noexcept nogil:
         # Backward-shift deletion: later entries of the probe run move into
         # the hole unless their home bucket lies cyclically in (hole, entry],
         # so every key stays reachable from its home without tombstones.
         cdef size_t mask = self._mask
-        cdef size_t i = <size_t>h & mask
+        cdef size_t i = self._lines[s].tag & mask
         cdef size_t j, home
-        while self._buckets[i].slot != s:
+        cdef int32_t t
+        while self._buckets[i] != s:
             i = (i + 1) & mask
         j = i
         while True:
             j = (j + 1) & mask
-            if self._buckets[j].slot == NIL:
+            t = self._buckets[j]
+            if t == NIL:
                 break
-            home = <size_t>self._buckets[j].hash & mask
+            home = self._lines[t].tag & mask
             if i <= j:
                 if i < home <= j:
                     continue
             elif home > i or home <= j:
                 continue
-            self._buckets[i] = self._buckets[j]
+            self._buckets[i] = t
             i = j
-        self._buckets[i].slot = NIL
+        self._buckets[i] = NIL
 
     # -- slots ---------------------------------------------------------------
 
@@ -390,7 +398,7 @@ cdef class LineTable:
         cdef size_t nb = 8
         cdef size_t b
         cdef void* p
-        cdef Bucket* buckets
+        cdef int32_t* buckets
         if new > self.capacity:
             new = self.capacity
         qcap = 4 * new + 2
@@ -413,27 +421,24 @@ cdef class LineTable:
             raise MemoryError()
         self._queue = <Use*>p
         self._qcap = qcap
-        buckets = <Bucket*>PyMem_Malloc(nb * sizeof(Bucket))
+        buckets = <int32_t*>PyMem_Malloc(nb * sizeof(int32_t))
         if buckets == NULL:
             raise MemoryError()
         for b in range(nb):
-            buckets[b].slot = NIL
+            buckets[b] = NIL
         for i in range(self._alloc, new):
             self._lines[i].key = NULL
             self._lines[i].value = NULL
             self._lines[i].stamp = 0
+            self._lines[i].tag = 0
             self._lines[i].state = ST_I
-        # Rehash: the buckets carry the hashes, no key is touched.
-        if self._buckets != NULL:
-            for b in range(self._mask + 1):
-                if self._buckets[b].slot != NIL:
-                    i = <Py_ssize_t>(<size_t>self._buckets[b].hash & (nb - 1))
-                    while buckets[i].slot != NIL:
-                        i = <Py_ssize_t>((<size_t>i + 1) & (nb - 1))
-                    buckets[i] = self._buckets[b]
-            PyMem_Free(self._buckets)
+        # Rehash from the lines' tags: no key object is touched.
+        PyMem_Free(self._buckets)
         self._buckets = buckets
         self._mask = nb - 1
+        for i in range(self._used):
+            if self._lines[i].state != ST_I:
+                self._index_add(<int32_t>i)
         self._alloc = new
         return 0
 
@@ -443,8 +448,7 @@ cdef class LineTable:
         # objects alive until the structure is consistent again.
         cdef object old_key = self._keys[s]
         cdef object old_value = self._values[s]
-        cdef Py_hash_t h = _hash(<PyObject*>old_key)
-        self._index_del(h, s)
+        self._index_del(s)
         self._lines[s].state = ST_I
         self._lines[s].key = NULL
         self._lines[s].value = NULL
@@ -479,15 +483,16 @@ cdef class LineTable:
                     # the line is still here and nothing is lost.
                     self._pending.append((old_key, old_value))
                     self._write_backs += 1
-                self._index_del(_hash(<PyObject*>old_key), s)
+                self._index_del(s)
                 self._lines[s].state = ST_I
                 self._size -= 1
                 self._evictions += 1
         # Slot s is detached: state I, in no bucket. Nothing below can fail.
         self._lines[s].key = <PyObject*>key
         self._lines[s].value = <PyObject*>value
+        self._lines[s].tag = <uint32_t>h
         self._lines[s].state = state
-        self._index_add(h, s)
+        self._index_add(s)
         self._push(s)
         self._size += 1
         self._keys[s] = key
@@ -767,9 +772,9 @@ cdef class LineTable:
                 refs[i].key = k
             for i in range(n):
                 if i + _PF_BUCKET < n:
-                    _prefetch(&self._buckets[<size_t>refs[i + _PF_BUCKET].hash & self._mask])
+                    _prefetch(&self._buckets[<uint32_t>refs[i + _PF_BUCKET].hash & self._mask])
                 if i + _PF_LINE < n:
-                    s = self._buckets[<size_t>refs[i + _PF_LINE].hash & self._mask].slot
+                    s = self._buckets[<uint32_t>refs[i + _PF_LINE].hash & self._mask]
                     if s != NIL:
                         _prefetch(&self._lines[s])
                 # A value's __del__ (run when a put drops the old value) could
