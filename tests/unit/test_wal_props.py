@@ -187,3 +187,25 @@ def test_twins_write_the_same_blocks_for_any_batches(batches: list[list[bytes]])
         if batch:
             assert c.encode_block(seq, batch) == py.encode_block(seq, batch)
             seq += len(batch)
+
+
+def test_fuzzed_constructor_arguments(mod: ModuleType, tmp_path: Path) -> None:
+    counter = iter(range(10**6))
+
+    @settings(max_examples=80, deadline=None)
+    @given(
+        sync=st.one_of(st.booleans(), ANYTHING),
+        map_size=st.one_of(st.integers(-(2**70), 2**70), st.integers(4096, 1 << 24), ANYTHING),
+        readonly=st.one_of(st.just(False), ANYTHING),
+    )
+    def check(sync: Any, map_size: Any, readonly: Any) -> None:
+        path = tmp_path / f"log{next(counter)}"
+        try:
+            wal = mod.Wal(path, sync=sync, map_size=map_size, readonly=readonly)
+        except (TypeError, ValueError, FileNotFoundError):
+            return
+        with wal:
+            assert wal.append([b"ok"]) == 1
+            assert wal.read(1) == b"ok"
+
+    check()

@@ -33,6 +33,7 @@ from distsync._core._wal_py import (
     BLOCK_BYTES,
     DEFAULT_MAP_SIZE,
     FORMAT,
+    MAX_MAP_SIZE,
     MAX_RECORD,
     ReadTxn,
     _check_int,
@@ -259,8 +260,8 @@ cdef class Wal:
         if not isinstance(readonly, bool):
             raise TypeError(f"readonly must be a bool, not {type(readonly).__name__}")
         _check_int("map_size", map_size)
-        if map_size < 4096:
-            raise ValueError(f"map_size must be >= 4096, got {map_size}")
+        if not 4096 <= map_size <= MAX_MAP_SIZE:
+            raise ValueError(f"map_size must be in [4096, {MAX_MAP_SIZE}], got {map_size}")
         self._path = fspath(path)
         self._data_file = join(self._path, "data.mdb")
         self._sync = sync

@@ -86,6 +86,8 @@ MAX_RECORD = 0xFFFFFFFF
 
 FORMAT = b"distsync-wal/1"
 DEFAULT_MAP_SIZE = 64 << 20
+#: Largest initial map size accepted (LMDB's map is a size_t; 64-bit hosts only).
+MAX_MAP_SIZE = 1 << 48
 
 # LMDB 0.9 meta page layout (64-bit builds): page header (pgno u64, pad u16,
 # flags u16, lower u16, upper u16) then MDB_meta (magic u32, version u32,
@@ -416,8 +418,8 @@ class Wal:
         if not isinstance(readonly, bool):
             raise TypeError(f"readonly must be a bool, not {type(readonly).__name__}")
         _check_int("map_size", map_size)
-        if map_size < 4096:
-            raise ValueError(f"map_size must be >= 4096, got {map_size}")
+        if not 4096 <= map_size <= MAX_MAP_SIZE:
+            raise ValueError(f"map_size must be in [4096, {MAX_MAP_SIZE}], got {map_size}")
         self._path = os.fspath(path)
         self._data_file = os.path.join(self._path, "data.mdb")
         self._sync = sync
