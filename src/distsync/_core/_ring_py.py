@@ -14,7 +14,9 @@ so it never changes without a format version bump):
   of two equal points the one of the smaller node name (``str`` order) wins.
   Both twins apply exactly this rule.
 * :meth:`HashRing.preference_list` walks clockwise from that point and
-  collects distinct nodes.
+  collects distinct nodes; asking for more nodes than the ring has is a
+  ``ValueError``.
+* Any lookup on an empty ring raises ``LookupError``.
 """
 
 from __future__ import annotations
