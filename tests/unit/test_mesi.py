@@ -899,3 +899,19 @@ def test_hot_line_survives_long_runs_of_hits(mod: ModuleType) -> None:
     t.get("k50")
     t.fill("new", 0, True)  # evicts the LRU line: k99, used first each round
     assert "k99" not in t and t.keys()[-2:] == ["k50", "new"]
+
+
+def test_reference_cycle_through_a_value_is_collected(mod: ModuleType) -> None:
+    import weakref
+
+    class Holder:
+        table: Any = None
+
+    t = mod.LineTable(4)
+    h = Holder()
+    h.table = t  # table -> value -> table
+    t.fill("k", h, True)
+    ref = weakref.ref(h)
+    del t, h
+    gc.collect()
+    assert ref() is None

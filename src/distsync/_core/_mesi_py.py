@@ -42,6 +42,9 @@ raise :class:`IllegalTransition`. Events (``S`` = the line's state):
 Invalid lines hold no slot: a line that goes to I leaves the table, so
 ``len(table)`` counts valid lines and "absent" and "I" are the same state.
 
+A table belongs to one agent and takes no lock: its driver uses it from one
+thread (or one event loop), like every I/O-free kernel of distsync.
+
 Write-backs are never returned as a value that could be dropped: every
 ``WRITE_BACK`` the table performs (eviction of an M line, recall, downgrade,
 flush) appends ``(key, value)`` to a queue the driver drains with
@@ -148,7 +151,7 @@ _I, _S, _E, _M = INVALID, SHARED, EXCLUSIVE, MODIFIED
 # marks a pair the protocol forbids. The compiled twin holds the same table
 # as C arrays; a test checks both against a table written from the protocol.
 _ROWS: dict[int, tuple[tuple[int, int] | None, ...]] = {
-    #                  I                  S                          E                 M
+    # event: (I, S, E, M) -> (next state, action) per current state
     LOCAL_READ: ((_I, FETCH), (_S, NONE), (_E, NONE), (_M, NONE)),
     LOCAL_WRITE: ((_I, FETCH), (_S, INVALIDATE_OTHERS), (_M, NONE), (_M, NONE)),
     FILL_EXCLUSIVE: ((_E, NONE), None, None, None),
