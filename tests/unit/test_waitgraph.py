@@ -491,6 +491,63 @@ def test_ids_are_reused_smallest_first(G: Callable[[], Any]) -> None:
     assert g._slots() == 4
 
 
+M61 = 2**61 - 1  # CPython hashes ints modulo this: k and k + M61 collide
+# Names whose hashes collide (-1 and -2 both hash to -2; 0, M61 and -M61 to
+# 0) or line up (multiples of the table sizes), plus big and negative ints.
+colliding = st.sampled_from(
+    [0, M61, -M61, 2 * M61, -1, -2, 5, M61 + 5, 64, 128, 2**64, -(2**64), "", "0", "x"]
+)
+
+
+@fixture_ok
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "rmw", "rmn"]), colliding, st.lists(colliding, max_size=3)
+        ),
+        max_size=60,
+    )
+)
+def test_colliding_names_stay_apart(G: Callable[[], Any], ops: list[tuple]) -> None:
+    g = G()
+    o = Oracle()
+    for kind, name, hs in ops:
+        if kind == "add":
+            g.add_wait(name, hs)
+            o.add_wait(name, hs)
+        elif kind == "rmw":
+            g.remove_waiter(name)
+            o.remove_waiter(name)
+        else:
+            g.remove_node(name)
+            o.remove_node(name)
+        check_against_oracle(g, o)
+        for n in [0, M61, -1, -2, "0"]:
+            assert (n in g) == (n in o.nodes())
+    check_cycles(g, o)
+
+
+def test_many_names_grow_and_shrink_the_name_table(G: Callable[[], Any]) -> None:
+    g = G()
+    o = Oracle()
+    rng = random.Random(5)
+    names: list[Any] = [i * 64 for i in range(3000)] + [f"n{i}" for i in range(3000)]
+    rng.shuffle(names)
+    for a, b in zip(names[::2], names[1::2], strict=True):
+        g.add_wait(a, [b])
+        o.add_wait(a, [b])
+    assert len(g) == len(names) and all(n in g for n in names)
+    rng.shuffle(names)
+    for n in names[: len(names) // 2]:
+        g.remove_node(n)
+        o.remove_node(n)
+    check_against_oracle(g, o)
+    assert all((n in g) == (n in o.nodes()) for n in names)
+    for n in names:
+        g.remove_node(n)
+    assert len(g) == 0 and not any(n in g for n in names)
+
+
 # ---------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 """Declarations of the compiled wait-for graph (see ``_waitgraph_c.pyx``)."""
 
 cimport cython
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t
 
 
@@ -33,11 +34,26 @@ ctypedef struct HotRec:
     SmallVec out     # holders this node waits for, in insertion order
 
 
+# One entry of the name -> id hash table (open addressing, linear probing).
+# ``key`` is borrowed: _names holds the reference for as long as the entry
+# exists. key == NULL marks an empty entry.
+ctypedef struct NameEntry:
+    PyObject *key
+    Py_hash_t hash
+    int32_t id
+
+
 @cython.final
 cdef class WaitForGraph:
-    # name -> id (Python int), and id -> name (None for a free slot).
-    cdef dict _ids
+    # id -> name (None for a free slot); it owns the name references.
     cdef list _names
+    # name -> id: a C hash table rather than a dict of Python ints, so a
+    # lookup touches one entry instead of dict index, dict entry and int
+    # object -- it is on the 1 us path of would_close_cycle twice.
+    cdef NameEntry *_table
+    cdef Py_ssize_t _tmask       # table size - 1 (size is a power of two)
+    cdef Py_ssize_t _tcount      # live entries == live nodes
+    cdef int _tshift             # 64 - log2(size), for Fibonacci hashing
     # Id slots 0.._nslots-1 are in use (live or free); _cap are allocated.
     # Invariant: a slot is live iff its out or inn vector is non-empty.
     cdef HotRec *_hot
@@ -60,7 +76,11 @@ cdef class WaitForGraph:
 
     cdef void _free_all(self) noexcept
     cdef int _grow(self) except -1
+    cdef Py_ssize_t _find(self, object name, Py_hash_t h) noexcept
     cdef int32_t _lookup(self, object name) noexcept
+    cdef int _table_insert(self, object name, int32_t i) except -1
+    cdef void _table_delete(self, object name) noexcept
+    cdef int _table_resize(self, Py_ssize_t size) except -1
     cdef int32_t _intern(self, object name) except -1
     cdef int _release_if_isolated(self, int32_t i) except -1
     cdef uint32_t _next_epoch(self) noexcept nogil

@@ -22,12 +22,11 @@ are being walked.
 """
 
 cimport cython
-from cpython.dict cimport PyDict_GetItem
-from cpython.long cimport PyLong_AsLong, PyLong_CheckExact
-from cpython.object cimport PyObject
+from cpython.long cimport PyLong_CheckExact
+from cpython.object cimport Py_EQ, PyObject, PyObject_Hash, PyObject_RichCompareBool
 from cpython.unicode cimport PyUnicode_CheckExact
-from libc.stdint cimport int32_t, uint32_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 __all__ = ["WaitForGraph"]
@@ -209,8 +208,12 @@ cdef class WaitForGraph:
     """
 
     def __cinit__(self):
-        self._ids = {}
         self._names = []
+        self._table = NULL
+        self._tmask = -1
+        self._tcount = 0
+        self._tshift = 64
+        self._table_resize(64)
         self._hot = NULL
         self._inn = NULL
         self._nslots = 0
@@ -241,6 +244,10 @@ cdef class WaitForGraph:
         free(self._hot)
         free(self._inn)
         free(self._heap)
+        free(self._table)
+        self._table = NULL
+        self._tmask = -1
+        self._tcount = 0
         free(self._s_node)
         free(self._s_edge)
         free(self._s_index)
@@ -316,12 +323,87 @@ cdef class WaitForGraph:
         self._cap = ncap
         return 0
 
+    # -- the name table ------------------------------------------------------
+    # Linear probing from a Fibonacci hash of the Python hash (Python hashes
+    # ints to themselves, so consecutive ids would otherwise cluster), load
+    # kept <= 1/2, deletion by backward shift (no tombstones, so probe chains
+    # never lengthen under churn). Exact str/int only: hashing and equality
+    # run no Python code and cannot fail (str hashes are cached).
+
+    cdef Py_ssize_t _find(self, object name, Py_hash_t h) noexcept:
+        """The table index holding ``name``, or of the empty entry ending its probe."""
+        cdef Py_ssize_t i = <Py_ssize_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15) >> self._tshift)
+        cdef NameEntry *e
+        cdef PyObject *key = <PyObject *>name
+        while True:
+            e = &self._table[i]
+            if e.key == NULL or e.key == key:
+                return i
+            if e.hash == h and PyObject_RichCompareBool(<object>e.key, name, Py_EQ) == 1:
+                return i
+            i = (i + 1) & self._tmask
+
     cdef int32_t _lookup(self, object name) noexcept:
-        """The id of ``name``, or -1. Exact str/int keys: this cannot fail."""
-        cdef PyObject *p = PyDict_GetItem(self._ids, name)
-        if p == NULL:
+        """The id of ``name``, or -1."""
+        cdef Py_ssize_t i = self._find(name, PyObject_Hash(name))
+        if self._table[i].key == NULL:
             return -1
-        return <int32_t>PyLong_AsLong(<object>p)
+        return self._table[i].id
+
+    cdef int _table_insert(self, object name, int32_t i) except -1:
+        """Map ``name`` (absent) to ``i``; the caller keeps ``name`` alive in _names."""
+        cdef Py_hash_t h = PyObject_Hash(name)
+        cdef Py_ssize_t j
+        if (self._tcount + 1) * 2 > self._tmask + 1:
+            self._table_resize((self._tmask + 1) * 2)
+        j = self._find(name, h)
+        self._table[j].key = <PyObject *>name
+        self._table[j].hash = h
+        self._table[j].id = i
+        self._tcount += 1
+        return 0
+
+    cdef void _table_delete(self, object name) noexcept:
+        """Unmap ``name`` (present), shifting later entries of its cluster back."""
+        cdef Py_ssize_t i = self._find(name, PyObject_Hash(name))
+        cdef Py_ssize_t j = i, home
+        cdef NameEntry *t = self._table
+        cdef Py_ssize_t mask = self._tmask
+        if t[i].key == NULL:
+            return
+        while True:
+            j = (j + 1) & mask
+            if t[j].key == NULL:
+                break
+            home = <Py_ssize_t>((<uint64_t>t[j].hash * <uint64_t>0x9E3779B97F4A7C15) >> self._tshift)
+            # Entry j may fill the hole at i unless its home lies cyclically
+            # in (i, j]: then moving it before its home would hide it.
+            if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+                continue
+            t[i] = t[j]
+            i = j
+        t[i].key = NULL
+        self._tcount -= 1
+
+    cdef int _table_resize(self, Py_ssize_t size) except -1:
+        """Rehash into a table of ``size`` (a power of two) entries."""
+        cdef NameEntry *old = self._table
+        cdef Py_ssize_t oldsize = self._tmask + 1, k, j
+        cdef NameEntry *t = <NameEntry *>calloc(<size_t>size, sizeof(NameEntry))
+        cdef int shift = 64
+        if t == NULL:
+            raise MemoryError()
+        while (<Py_ssize_t>1 << (64 - shift)) < size:
+            shift -= 1
+        self._table = t
+        self._tmask = size - 1
+        self._tshift = shift
+        for k in range(oldsize):
+            if old[k].key != NULL:
+                j = self._find(<object>old[k].key, old[k].hash)
+                t[j] = old[k]
+        free(old)
+        return 0
 
     cdef int32_t _intern(self, object name) except -1:
         """The id of ``name``, allocating the smallest free id if it is new."""
@@ -337,7 +419,13 @@ cdef class WaitForGraph:
             i = self._nslots
             self._names.append(name)
             self._nslots += 1
-        self._ids[name] = i
+        try:
+            self._table_insert(name, i)
+        except BaseException:
+            # No memory for the table: give the id back.
+            self._names[i] = None
+            _heap_push(self._heap, &self._nfree, i)
+            raise
         return i
 
     cdef int _release_if_isolated(self, int32_t i) except -1:
@@ -347,7 +435,7 @@ cdef class WaitForGraph:
         name = self._names[i]
         if name is None:
             return 0
-        del self._ids[name]
+        self._table_delete(name)  # before _names drops the reference
         self._names[i] = None
         _heap_push(self._heap, &self._nfree, i)
         _sv_release(&self._hot[i].out)
@@ -499,7 +587,7 @@ cdef class WaitForGraph:
     def clear(self):
         """Remove every node and edge, and release all ids."""
         self._free_all()
-        self._ids = {}
+        self._table_resize(64)
         self._names = []
         self._nedges = 0
         self._epoch = 0
@@ -738,7 +826,7 @@ cdef class WaitForGraph:
 
     def __len__(self):
         """The number of nodes (clients with at least one edge)."""
-        return len(self._ids)
+        return self._tcount
 
     def __contains__(self, node):
         """Whether ``node`` is in the graph; any object may be asked about."""
