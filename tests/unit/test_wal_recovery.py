@@ -427,3 +427,25 @@ def test_acknowledged_appends_survive_a_process_crash(
         assert (wal.first_seq, wal.last_seq) == (101, 900)
         assert wal.read(101) == b"2-0"
         assert wal.read(900) == b"17-49"
+
+
+@pytest.mark.parametrize("op", ["truncate_suffix", "truncate_prefix"])
+def test_truncation_through_a_block_damaged_after_open_refuses(
+    mod: ModuleType, tmp_path: Path, op: str
+) -> None:
+    path = tmp_path / "log"
+    build(mod, path, batches=1, per_batch=100)
+    with mod.Wal(path, sync=False) as wal:
+        # A wild offset in the table (entry 50): rewriting the block must not
+        # copy from outside it.
+        header = offset_of(path, MAGIC + struct.pack("<I", 100))
+        with open(data_file(path), "r+b") as f:
+            f.seek(header + 8 + 4 * 50)
+            f.write(struct.pack("<I", 0xFFFFFF00))
+        with pytest.raises(CorruptLogError):
+            if op == "truncate_suffix":
+                wal.truncate_suffix(60)
+            else:
+                wal.truncate_prefix(40)
+        assert (wal.first_seq, wal.last_seq) == (1, 100)  # nothing changed
+        assert wal.read(10) == payload(10)

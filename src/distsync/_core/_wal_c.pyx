@@ -160,22 +160,37 @@ cdef void check_block(uint64_t key, const unsigned char *b, size_t size,
             return
 
 
-cdef bytes slice_block(const unsigned char *b, size_t size, uint32_t lo, uint32_t hi):
-    """A new block with records ``[lo, hi)`` of a valid block; frames copied as they are."""
-    cdef uint32_t n_old = ld32(b + 4)
-    cdef uint32_t n = hi - lo
-    cdef size_t start = ld32(b + HEADER_SIZE + 4 * <size_t>lo)
-    cdef size_t end = ld32(b + HEADER_SIZE + 4 * <size_t>hi) if hi < n_old else size
-    cdef size_t table_end = HEADER_SIZE + 4 * <size_t>n
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, table_end + (end - start))
-    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
-    cdef uint32_t i
-    st32(o, MAGIC)
-    st32(o + 4, n)
+cdef object slice_block(const unsigned char *b, size_t size, uint32_t lo, uint32_t hi):
+    """A new block with records ``[lo, hi)`` of a block, frames copied as they are;
+    None when its header or table cannot be trusted for that range (the block
+    may have been damaged since open: never read outside it)."""
+    cdef int64_t n_old = block_count(b, size)
+    cdef uint32_t n, i
+    cdef size_t start, end, table_end, o, prev
+    cdef bytes out
+    cdef unsigned char *w
+    if n_old < 0 or lo >= hi or hi > n_old:
+        return None
+    n = hi - lo
+    start = ld32(b + HEADER_SIZE + 4 * <size_t>lo)
+    end = ld32(b + HEADER_SIZE + 4 * <size_t>hi) if hi < n_old else size
+    if start < HEADER_SIZE + 4 * <size_t>n_old or start > end or end > size:
+        return None
+    prev = start
+    for i in range(lo, hi):
+        o = ld32(b + HEADER_SIZE + 4 * <size_t>i)
+        if o < prev or o > end:
+            return None
+        prev = o
+    table_end = HEADER_SIZE + 4 * <size_t>n
+    out = PyBytes_FromStringAndSize(NULL, table_end + (end - start))
+    w = <unsigned char *>PyBytes_AS_STRING(out)
+    st32(w, MAGIC)
+    st32(w + 4, n)
     for i in range(n):
-        st32(o + HEADER_SIZE + 4 * <size_t>i,
+        st32(w + HEADER_SIZE + 4 * <size_t>i,
              <uint32_t>(ld32(b + HEADER_SIZE + 4 * <size_t>(lo + i)) - start + table_end))
-    memcpy(o + table_end, b + start, end - start)
+    memcpy(w + table_end, b + start, end - start)
     return out
 
 
@@ -354,6 +369,7 @@ cdef class Wal:
         cdef object cut_key = None  # raw key of the block holding the first bad record
         cdef int64_t keep = 0
         cdef bint key_ok
+        cdef Wal wal = self
         with self._read_txn() as txn:
             first = self._read_first(txn)
             expected = first
@@ -408,6 +424,8 @@ cdef class Wal:
                     new = slice_block(<const unsigned char *>v.buf, <size_t>v.len, 0, <uint32_t>keep)
                 finally:
                     PyBuffer_Release(&v)
+                if new is None:
+                    raise wal._damaged(bad_seq - <uint64_t>keep)
                 txn.put(cut_key, new, db=log)
                 cur.set_range(cut_key)
                 cur.next()
@@ -762,6 +780,8 @@ cdef class Wal:
                         elif key <= upto:
                             new = slice_block(<const unsigned char *>v.buf, <size_t>v.len,
                                               <uint32_t>(upto + 1 - key), <uint32_t>n)
+                            if new is None:
+                                raise wal._damaged(key)
                         else:
                             break
                     finally:
@@ -813,6 +833,8 @@ cdef class Wal:
                                           0, <uint32_t>(cut_at - key))
                     finally:
                         PyBuffer_Release(&v)
+                    if new is None:
+                        raise wal._damaged(key)
                     txn.put(key_of(key), new, db=log)
                     cur.set_range(key_of(cut_at))
                 if cur.key():

@@ -172,19 +172,29 @@ def _check_block(key: int, block: Any) -> tuple[int, int, bool]:
     return n, good, after
 
 
-def _slice_block(key: int, block: Any, lo: int, hi: int) -> bytes:
-    """A new block holding records ``[lo, hi)`` (indices) of ``block``, which starts at ``key``.
+def _slice_block(block: Any, lo: int, hi: int) -> bytes | None:
+    """A new block holding records ``[lo, hi)`` (indices) of ``block``; None if the
+    header or the table of ``block`` cannot be trusted for that range.
 
     Frames are copied unchanged: their checksums cover the sequence number,
-    which does not change, only the block they live in.
+    which does not change, only the block they live in. The range is checked
+    (the block may have been damaged since open) so that a bad table can never
+    make the copy read outside the block.
     """
     offs = _offsets(block)
-    assert offs is not None and 0 <= lo < hi <= len(offs)
+    if offs is None or not 0 <= lo < hi <= len(offs):
+        return None
     n = hi - lo
+    start = offs[lo]
     end = offs[hi] if hi < len(offs) else len(block)
-    shift = offs[lo] - (HEADER.size + 4 * n)
-    table = struct.pack(f"<{n}I", *(o - shift for o in offs[lo:hi]))
-    return HEADER.pack(MAGIC, n) + table + bytes(block[offs[lo] : end])
+    kept = offs[lo:hi]
+    if not HEADER.size + 4 * len(offs) <= start <= end <= len(block):
+        return None
+    if any(kept[i] > kept[i + 1] for i in range(n - 1)) or kept[-1] > end:
+        return None
+    shift = start - (HEADER.size + 4 * n)
+    table = struct.pack(f"<{n}I", *(o - shift for o in kept))
+    return HEADER.pack(MAGIC, n) + table + bytes(block[start:end])
 
 
 def _check_int(name: str, value: object) -> int:
@@ -547,9 +557,10 @@ class Wal:
             # everything after it otherwise.
             cur = txn.cursor(db=self._log)
             if keep:
-                key = KEY.unpack(cut_key)[0]
-                block = txn.get(cut_key, db=self._log)
-                txn.put(cut_key, _slice_block(key, block, 0, keep), db=self._log)
+                new = _slice_block(txn.get(cut_key, db=self._log), 0, keep)
+                if new is None:
+                    raise self._damaged(bad_seq - keep)
+                txn.put(cut_key, new, db=self._log)
                 cur.set_range(cut_key)
                 cur.next()
             else:
@@ -811,7 +822,9 @@ class Wal:
                         cur.delete()
                         continue
                     if key <= upto:
-                        new = _slice_block(key, block, upto + 1 - key, len(offs))
+                        new = _slice_block(block, upto + 1 - key, len(offs))
+                        if new is None:
+                            raise self._damaged(key)
                         cur.delete()
                         txn.put(KEY.pack(new_first), new, db=self._log)
                     break
@@ -847,9 +860,10 @@ class Wal:
                 key, block = self._block_at(cur, from_seq)
                 if key < from_seq:
                     # Keep the head of the straddling block, then step past it.
-                    txn.put(
-                        KEY.pack(key), _slice_block(key, block, 0, from_seq - key), db=self._log
-                    )
+                    new = _slice_block(block, 0, from_seq - key)
+                    if new is None:
+                        raise self._damaged(key)
+                    txn.put(KEY.pack(key), new, db=self._log)
                     cur.set_range(KEY.pack(from_seq))
                 if cur.key():
                     while cur.delete():
