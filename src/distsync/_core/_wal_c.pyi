@@ -5,7 +5,12 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Wal"]
+__all__ = ["Wal", "BLOCK_BYTES", "MAX_RECORD", "record_checksum", "encode_block"]
+
+#: A block stops taking records once its frames would pass this many bytes.
+BLOCK_BYTES: int
+#: Largest record in bytes (the frame length field is a u32).
+MAX_RECORD: int
 
 def record_checksum(seq: int, payload: Any) -> int: ...
 def encode_block(first_seq: int, payloads: list[bytes]) -> bytes: ...

@@ -43,7 +43,7 @@ from distsync._core._wal_py import (
 )
 from distsync.errors import CorruptLogError, StorageError
 
-__all__ = ["Wal"]
+__all__ = ["Wal", "BLOCK_BYTES", "MAX_RECORD", "record_checksum", "encode_block"]
 
 cdef enum:
     MAGIC = 0x31575344      # b"DSW1" as a little-endian u32
