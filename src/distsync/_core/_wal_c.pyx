@@ -587,7 +587,7 @@ cdef class Wal:
         """
         cdef list payloads
         cdef Py_ssize_t i, n, lo
-        cdef size_t size, frame
+        cdef size_t size, frame, block_bytes, max_record
         cdef uint64_t start
         if isinstance(records, (bytes, bytearray, memoryview, str)):
             raise TypeError(
@@ -604,6 +604,9 @@ cdef class Wal:
                     f"not {type(records).__name__}"
                 ) from None
         n = PyList_GET_SIZE(payloads)
+        # Module globals read once (BLOCK_BYTES may be patched by tests).
+        block_bytes = <size_t>BLOCK_BYTES
+        max_record = <size_t>MAX_RECORD
         # Validation pass: everything becomes bytes (zero-copy for bytes), and
         # the block boundaries are fixed here so encoding allocates once each.
         bounds = []
@@ -619,12 +622,12 @@ cdef class Wal:
                         f"records[{i}] must be bytes-like, not {type(r).__name__}"
                     ) from None
                 payloads[i] = r
-            if <size_t>PyBytes_GET_SIZE(r) > <size_t>MAX_RECORD:
+            if <size_t>PyBytes_GET_SIZE(r) > max_record:
                 raise ValueError(
                     f"records[{i}] is {PyBytes_GET_SIZE(r)} bytes; the limit is {MAX_RECORD}"
                 )
             frame = FRAME_SIZE + <size_t>PyBytes_GET_SIZE(r)
-            if size and size + frame > <size_t>BLOCK_BYTES:
+            if size and size + frame > block_bytes:
                 bounds.append((lo, i, size))
                 lo, size = i, 0
             size += frame
