@@ -268,7 +268,8 @@ cdef class LineTable:
         self._qhead = 0
         self._qtail = 0
         self._qcap = 0
-        # Stamps start at 1, so no line is "most recently used" before a use.
+        # Stamp 0 is a slot's initial stamp; every insertion stamps its line
+        # with _push, so real stamps start at 1.
         self._clock = 1
         # The index always exists: lookups need no NULL check.
         self._grow()
