@@ -198,6 +198,7 @@ def G(mod: ModuleType) -> Callable[[], Any]:
 
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+needs_compiled = pytest.mark.skipif(NO_EXTENSIONS, reason="the compiled twin is not built")
 
 
 # ---------------------------------------------------------------------------
@@ -546,6 +547,39 @@ def test_many_names_grow_and_shrink_the_name_table(G: Callable[[], Any]) -> None
     for n in names:
         g.remove_node(n)
     assert len(g) == 0 and not any(n in g for n in names)
+
+
+@pytest.mark.parametrize("impl", ["c"])
+@needs_compiled
+def test_search_epoch_wraps_around(G: Callable[[], Any]) -> None:
+    # Visit marks are epoch stamps; after 2**32 searches the epoch wraps to
+    # 0 and every mark must be cleared, or stale marks would hide nodes.
+    g = G()
+    o = Oracle()
+    rng = random.Random(11)
+    for _ in range(300):
+        a, b = rng.randrange(60), rng.randrange(60)
+        if a < b:  # upward: acyclic
+            g.add_wait(a, [b])
+            o.add_wait(a, [b])
+    g._set_epoch(2**32 - 3)
+    for _ in range(40):  # crosses the wrap several searches in
+        w, h = rng.randrange(60), rng.randrange(60)
+        assert g.would_close_cycle(w, [h]) == o.expected_check(w, [h])
+    g.add_wait(59, [0])
+    o.add_wait(59, [0])
+    g._set_epoch(2**32 - 1)
+    assert g.find_cycles() == o.expected_cycles()
+
+    # Stale marks equal to the epoch after the wrap (1) must not count.
+    g = G()
+    for i in range(50):
+        g.add_wait(i, [i + 1])  # 0 -> 1 -> ... -> 50
+    g.add_wait(98, [99])
+    g._set_epoch(0)
+    assert g.would_close_cycle(99, [0]) is None  # epoch 1 marks 0..50
+    g._set_epoch(2**32 - 1)
+    assert g.would_close_cycle(50, [0]) == [50, *range(50)]  # epoch wraps to 1
 
 
 # ---------------------------------------------------------------------------

@@ -667,8 +667,10 @@ cdef class WaitForGraph:
                 continue
             if h == w:
                 return [waiter]
-            # Nothing reaches an absent waiter (it has no in-edge).
-            if w < 0:
+            # Nothing reaches a waiter without in-edges (absent ones
+            # included): the common case of a client nobody waits for costs
+            # no search. A holder without out-edges reaches nothing.
+            if w < 0 or self._inn[w].len == 0 or self._hot[h].out.len == 0:
                 continue
             if not started:
                 # One epoch per call: holders share the visited set, so a
@@ -881,6 +883,10 @@ cdef class WaitForGraph:
             for t in range(self._hot[w].out.len):
                 result.append((names[w], names[data[t]]))
         return result
+
+    def _set_epoch(self, uint32_t epoch):
+        """Test hook: jump the search epoch (to exercise its wrap-around)."""
+        self._epoch = epoch
 
     def _slots(self):
         """Id slots allocated (live + free); bounded by the peak node count."""

@@ -262,8 +262,9 @@ class WaitForGraph:
                 continue
             if h == w:
                 return [waiter]
-            # Nothing reaches an absent waiter (it has no in-edge).
-            if w is None or h in seen:
+            # Nothing reaches a waiter without in-edges (absent ones
+            # included); a holder without out-edges reaches nothing.
+            if w is None or not self._in[w] or not out[h] or h in seen:
                 continue
             seen.add(h)
             # The stack is the current DFS path: (node, iterator over its
