@@ -614,7 +614,9 @@ def test_bad_names_raise_type_error_naming_the_argument(G: Callable[[], Any], ba
     assert g.edges() == [("a", "b")] and g.num_edges == 1 and len(g) == 2
 
 
-@pytest.mark.parametrize("bad", [None, 5, "bc", b"bc", bytearray(b"x"), 1.0], ids=repr)
+@pytest.mark.parametrize(
+    "bad", [None, 5, "bc", b"bc", bytearray(b"x"), 1.0, {"b"}, frozenset(["b"])], ids=repr
+)
 def test_bad_holders_raise_type_error(G: Callable[[], Any], bad: Any) -> None:
     g = G()
     with pytest.raises(TypeError, match="holders"):
@@ -622,6 +624,14 @@ def test_bad_holders_raise_type_error(G: Callable[[], Any], bad: Any) -> None:
     with pytest.raises(TypeError, match="holders"):
         g.would_close_cycle("a", bad)
     assert len(g) == 0
+
+
+def test_ordered_iterables_are_accepted_as_holders(G: Callable[[], Any]) -> None:
+    g = G()
+    g.add_wait("a", {"b": 1, "c": 2}.keys())
+    g.add_wait("a", (x for x in ["d"]))
+    g.add_wait("a", range(2))
+    assert g.waits_of("a") == ["b", "c", "d", 0, 1]
 
 
 def test_enum_and_subclass_names_are_refused(G: Callable[[], Any]) -> None:

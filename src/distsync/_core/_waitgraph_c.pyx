@@ -5,7 +5,8 @@ Same API and the same answers as the pure-Python twin, whose module docstring
 states the determinism rules (dense ids reused smallest-first, out-edges in
 insertion order, searches in edge order). Here:
 
-* names are interned to dense ``int32`` ids through a dict, and each id slot
+* names are interned to dense ``int32`` ids through a C hash table (one
+  probe per lookup; the names list keeps the references), and each id slot
   holds two small vectors with inline storage for a few ids: ``out``
   (ordered, it decides which cycle is reported) and ``inn`` (unordered,
   swap-remove, used by removals only). ``out`` sits with the visit mark in
@@ -160,17 +161,27 @@ cdef list _check_holders(object holders):
     """``holders`` as a fresh list of valid names, or ``TypeError``.
 
     A copy, so that nothing the caller does to its own list can change what
-    we walk. A ``str``/``bytes`` is refused rather than split into characters.
+    we walk. A ``str``/``bytes`` is refused rather than split into
+    characters, and a ``set``/``frozenset`` because the order of its strs
+    changes with the hash seed of each process: edge order decides which
+    cycle is reported, and every replica must report the same one.
     """
     cdef list items
-    if isinstance(holders, (str, bytes, bytearray)):
-        raise TypeError(f"holders must be an iterable of ids, not {type(holders).__name__}")
-    try:
+    cdef type t = type(holders)
+    if t is list or t is tuple:  # the usual case: skip the checks below
         items = list(holders)
-    except TypeError:
+    elif isinstance(holders, (str, bytes, bytearray)):
+        raise TypeError(f"holders must be an iterable of ids, not {t.__name__}")
+    elif isinstance(holders, (set, frozenset)):
         raise TypeError(
-            f"holders must be an iterable of ids, not {type(holders).__name__}"
-        ) from None
+            f"holders must be an ordered iterable of ids, not {t.__name__} "
+            "(set order differs between processes)"
+        )
+    else:
+        try:
+            items = list(holders)
+        except TypeError:
+            raise TypeError(f"holders must be an iterable of ids, not {t.__name__}") from None
     for h in items:
         _check_node(h, "holders item")
     return items
@@ -469,7 +480,8 @@ cdef class WaitForGraph:
         :meth:`would_close_cycle` first, which reports it as ``[waiter]``.
 
         :param waiter: the client that waits.
-        :param holders: the clients it waits for (any iterable but ``str``/``bytes``).
+        :param holders: the clients it waits for, in order (any iterable but
+            ``str``/``bytes`` and ``set``/``frozenset``).
         :raises TypeError: if ``waiter`` or an item of ``holders`` is not a
             ``str``/``int``, or ``holders`` is not an iterable; the graph is
             then unchanged.

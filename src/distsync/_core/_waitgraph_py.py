@@ -47,17 +47,24 @@ def _check_holders(holders: object) -> list[Node]:
 
     A ``str`` is iterable but is never a list of holders: ``add_wait("a", "bc")``
     almost surely meant ``["bc"]``, so it is refused rather than split into
-    characters. Validation completes before any change, so a bad element
-    leaves the graph untouched.
+    characters. A ``set``/``frozenset`` is refused because the order of its
+    strs changes with the hash seed of each process: edge order decides which
+    cycle is reported, and every replica must report the same one.
+    Validation completes before any change, so a bad element leaves the graph
+    untouched.
     """
+    t = type(holders)
     if isinstance(holders, str | bytes | bytearray):
-        raise TypeError(f"holders must be an iterable of ids, not {type(holders).__name__}")
+        raise TypeError(f"holders must be an iterable of ids, not {t.__name__}")
+    if isinstance(holders, set | frozenset):
+        raise TypeError(
+            f"holders must be an ordered iterable of ids, not {t.__name__} "
+            "(set order differs between processes)"
+        )
     try:
         items = list(holders)  # type: ignore[call-overload]
     except TypeError:
-        raise TypeError(
-            f"holders must be an iterable of ids, not {type(holders).__name__}"
-        ) from None
+        raise TypeError(f"holders must be an iterable of ids, not {t.__name__}") from None
     for h in items:
         _check_node(h, "holders item")
     return items
@@ -141,7 +148,8 @@ class WaitForGraph:
         :meth:`would_close_cycle` first, which reports it as ``[waiter]``.
 
         :param waiter: the client that waits.
-        :param holders: the clients it waits for (any iterable but ``str``/``bytes``).
+        :param holders: the clients it waits for, in order (any iterable but
+            ``str``/``bytes`` and ``set``/``frozenset``).
         :raises TypeError: if ``waiter`` or an item of ``holders`` is not a
             ``str``/``int``, or ``holders`` is not an iterable; the graph is
             then unchanged.
