@@ -425,3 +425,56 @@ def test_restart_recovers_term_vote_and_commit() -> None:
     core = net.start("n2")
     assert core.hard_state() == hs and core.role == Role.FOLLOWER
     assert core.log.last_index() == net["n1"].log.last_index()
+
+
+# ---- client command deduplication (thesis §6.3) ------------------------------------------------
+
+
+def test_dedup_a_retried_command_applies_once_on_every_replica() -> None:
+    """A client retries (client_id, sequence) after a leader change; the log holds the
+    command twice, and every replica executes it once and answers the retry from its table."""
+    from distsync.raft.dedup import SessionTable
+
+    net = leader_of_three()
+    cmd = b"c1|7|incr"
+    net.propose("n1", cmd)
+    net.isolate("n1")  # the client hears nothing back and retries on the new leader
+    net.campaign("n2")
+    net.propose("n2", cmd)
+    net.recover()
+    net.tick("n2")
+    for nid in IDS:
+        assert [d for _, _, d in net.applied[nid]].count(cmd) == 2  # in the log twice
+        table, executed, answers = SessionTable(), [], []
+        for _index, _term, data in net.applied[nid]:
+            if data:
+                client, seq, op = data.split(b"|")
+                answers.append(
+                    table.apply(
+                        client.decode(),
+                        int(seq),
+                        lambda op=op, ex=executed: ex.append(op) or len(ex),
+                    )
+                )
+        assert executed == [b"incr"], nid
+        assert answers == [1, 1]  # the retry got the first execution's answer
+
+
+def test_dedup_pipelined_client_and_stale_sequences() -> None:
+    from distsync.raft.dedup import SessionTable, StaleSequenceError
+
+    t = SessionTable()
+    runs = []
+    for seq in (1, 2, 3):
+        t.apply("c", seq, lambda seq=seq: runs.append(seq) or seq, first_unacked=1)
+    assert t.apply("c", 2, lambda: runs.append(99), first_unacked=1) == 2
+    assert runs == [1, 2, 3]
+    # The client acknowledged everything below 3: 1 and 2 are forgotten and refused.
+    t.apply("c", 4, lambda: 4, first_unacked=3)
+    with pytest.raises(StaleSequenceError):
+        t.apply("c", 2, lambda: runs.append(98))
+    assert t.applied("c", 1) and t.applied("c", 3) and not t.applied("c", 5)
+    restored = SessionTable.load(t.dump())
+    assert restored.apply("c", 3, lambda: runs.append(97)) == 3 and 97 not in runs
+    restored.expire("c")
+    assert len(restored) == 0

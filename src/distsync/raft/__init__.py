@@ -2,6 +2,7 @@
 in-memory reference storage. The asyncio driver and the LMDB storage build on these."""
 
 from distsync.raft.core import Config, NotLeaderError, ProposalDroppedError, RaftCore
+from distsync.raft.dedup import SessionTable, StaleSequenceError
 from distsync.raft.storage import (
     CompactedError,
     MemoryStorage,
@@ -30,6 +31,8 @@ __all__ = [
     "Config",
     "NotLeaderError",
     "ProposalDroppedError",
+    "SessionTable",
+    "StaleSequenceError",
     "Storage",
     "MemoryStorage",
     "RaftStorageError",
