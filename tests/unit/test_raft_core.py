@@ -8,6 +8,8 @@ import pytest
 
 from distsync.raft import (
     CompactedError,
+    ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     Entry,
@@ -414,7 +416,14 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
         RaftCore(Config("n1", IDS, election_tick=1), MemoryStorage(), random.Random(0))
     with pytest.raises(ValueError):
-        RaftCore(Config("n9", IDS), MemoryStorage(), random.Random(0))
+        RaftCore(Config("n1", ()), MemoryStorage(), random.Random(0))
+    with pytest.raises(ValueError):
+        RaftCore(Config("n1", IDS, learners=("n1",)), MemoryStorage(), random.Random(0))
+    # A joining node starts outside the membership and never campaigns.
+    outsider = RaftCore(Config("n9", IDS), MemoryStorage(), random.Random(0))
+    for _ in range(100):
+        outsider.tick()
+    assert outsider.role == Role.FOLLOWER and outsider.term == 0
 
 
 def test_restart_recovers_term_vote_and_commit() -> None:
@@ -478,3 +487,101 @@ def test_dedup_pipelined_client_and_stale_sequences() -> None:
     assert restored.apply("c", 3, lambda: runs.append(97)) == 3 and 97 not in runs
     restored.expire("c")
     assert len(restored) == 0
+
+
+# ---- membership changes (single-server, through the log) ------------------------------------
+
+
+def cc(t: ConfChangeType, nid: str) -> ConfChange:
+    return ConfChange(t, nid)
+
+
+def change(net: StepNetwork, leader: str, c: ConfChange) -> None:
+    net.flush()
+    net[leader].propose_conf_change(c)
+    net.flush(leader)
+    net.tick(leader)  # the commit index reaches the followers, which apply it too
+
+
+def test_conf_change_add_learner_replicates_but_never_counts() -> None:
+    net = leader_of_three()
+    net.add("n4")
+    change(net, "n1", cc(ConfChangeType.ADD_LEARNER, "n4"))
+    assert net["n1"].learners == ("n4",) and net["n4"].learners == ("n4",)
+    assert net["n4"].log.last_index() == net["n1"].log.last_index()
+    # With both voters cut off, the learner's acknowledgement does not make a quorum.
+    net.cut("n1", "n2")
+    net.cut("n1", "n3")
+    i = net.propose("n1", b"x")
+    assert net["n4"].log.last_index() == i and net["n1"].commit_index < i
+    # A learner never campaigns.
+    net.tick("n4", 100)
+    assert net["n4"].role == Role.FOLLOWER
+
+
+def test_conf_change_promote_learner_then_quorum_is_three_of_four() -> None:
+    net = leader_of_three()
+    net.add("n4")
+    change(net, "n1", cc(ConfChangeType.ADD_LEARNER, "n4"))
+    change(net, "n1", cc(ConfChangeType.ADD_VOTER, "n4"))
+    assert net["n1"].voters == ("n1", "n2", "n3", "n4") and net["n1"].quorum == 3
+    net.cut("n1", "n3")
+    net.cut("n1", "n4")
+    i = net.propose("n1", b"two of four")
+    assert net["n1"].commit_index < i  # n1 + n2 is no longer a majority
+    net.recover()
+    net.tick("n1")
+    assert net["n1"].commit_index >= i
+
+
+def test_conf_change_remove_voter_shrinks_the_quorum() -> None:
+    net = leader_of_three()
+    change(net, "n1", cc(ConfChangeType.REMOVE_NODE, "n3"))
+    assert net["n1"].voters == ("n1", "n2") and "n3" not in net["n1"].progress
+    net.isolate("n3")
+    i = net.propose("n1", b"y")
+    assert net["n1"].commit_index >= i
+
+
+def test_conf_change_one_at_a_time_and_only_after_a_commit_in_term() -> None:
+    net = leader_of_three()
+    net.add("n4")
+    net.ignore(MT.APPEND_RESPONSE)  # the first change cannot commit
+    net["n1"].propose_conf_change(cc(ConfChangeType.ADD_LEARNER, "n4"))
+    with pytest.raises(ProposalDroppedError):
+        net["n1"].propose_conf_change(cc(ConfChangeType.ADD_VOTER, "n4"))
+    net.recover()
+    # A new leader must first commit an entry of its own term.
+    net.ignore(MT.APPEND_ENTRIES)
+    net.campaign("n2")
+    assert net["n2"].role == Role.LEADER
+    with pytest.raises(ProposalDroppedError):
+        net["n2"].propose_conf_change(cc(ConfChangeType.REMOVE_NODE, "n3"))
+    with pytest.raises(NotLeaderError):
+        net["n3"].propose_conf_change(cc(ConfChangeType.REMOVE_NODE, "n1"))
+
+
+def test_conf_change_removed_leader_steps_down_and_the_rest_elect() -> None:
+    net = leader_of_three()
+    change(net, "n1", cc(ConfChangeType.REMOVE_NODE, "n1"))
+    assert net["n1"].role == Role.FOLLOWER and net["n1"].voters == ("n2", "n3")
+    net.campaign("n2")
+    assert net["n2"].role == Role.LEADER
+    i = net.propose("n2", b"after")
+    assert net["n2"].commit_index >= i
+    net.tick("n1", 100)  # no longer a voter: never campaigns
+    assert net["n1"].role == Role.FOLLOWER
+
+
+def test_conf_change_roundtrip_and_snapshot_carries_membership() -> None:
+    c = cc(ConfChangeType.ADD_VOTER, "node_7")
+    assert ConfChange.decode(c.encode()) == c
+    net = leader_of_three()
+    net.add("n4")
+    change(net, "n1", cc(ConfChangeType.ADD_LEARNER, "n4"))
+    st = net.storages["n1"]
+    ci = net["n1"].commit_index
+    st.create_snapshot(ci, net["n1"].conf_state(), b"")
+    st.compact(ci)
+    restarted = net.start("n1")
+    assert restarted.learners == ("n4",) and restarted.voters == IDS

@@ -12,6 +12,8 @@ from distsync.raft.storage import (
     UnavailableError,
 )
 from distsync.raft.types import (
+    ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryKind,
@@ -39,6 +41,8 @@ __all__ = [
     "CompactedError",
     "UnavailableError",
     "SnapshotOutOfDateError",
+    "ConfChange",
+    "ConfChangeType",
     "ConfState",
     "Entry",
     "EntryKind",

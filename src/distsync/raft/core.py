@@ -24,6 +24,9 @@ from distsync.raft.progress import Progress, ProgressState
 from distsync.raft.storage import Storage
 from distsync.raft.types import (
     CAMPAIGN_TRANSFER,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -139,8 +142,10 @@ class RaftCore:
             voters, learners = cs.voters, cs.learners
         else:
             voters, learners = config.voters, config.learners
-        if self.id not in voters and self.id not in learners:
-            raise ValueError(f"{self.id!r} is neither voter nor learner")
+        # A node may start outside the membership: a joining node learns it is a member
+        # from the log (or a snapshot). Until then it only follows and never campaigns.
+        if not voters:
+            raise ValueError("no voters: give Config.voters or a storage with a snapshot")
         self.voters: tuple[NodeId, ...] = tuple(voters)
         self.learners: tuple[NodeId, ...] = tuple(learners)
         self.quorum = len(self.voters) // 2 + 1
@@ -163,6 +168,9 @@ class RaftCore:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = 0
         self.lead_transferee: NodeId | None = None
+        # Leader: index of the last CONFIG entry it proposed; another one may only be
+        # proposed once this is applied (one membership change at a time).
+        self.pending_conf_index = 0
         # ReadIndex requests waiting for a heartbeat quorum, in arrival order.
         self._reads: dict[bytes, _ReadRequest] = {}
         self._read_queue: list[bytes] = []
@@ -236,6 +244,77 @@ class RaftCore:
             self._send(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
         else:
             self._send_append(to)
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Propose a single-server membership change; returns its index. It takes effect on
+        each node when the driver applies the entry and calls :meth:`apply_conf_change`.
+        Raises ProposalDroppedError while a previous change is unapplied, or before this
+        leader has committed an entry of its own term: a change proposed earlier could
+        overlap one an earlier leader left uncommitted, and two changes in flight at once
+        can produce disjoint majorities (the bug Ongaro's thesis errata fixes this way)."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDroppedError(
+                f"membership change at {self.pending_conf_index} not applied yet"
+            )
+        if self.log.term(self.log.committed) != self.term:
+            raise ProposalDroppedError("no entry of this leader's term committed yet")
+        index = self._append_entries([Entry(self.term, 0, cc.encode(), EntryKind.CONFIG)])
+        self.pending_conf_index = index
+        self._bcast_pending = True
+        return index
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed CONFIG entry (the driver calls this while applying it, in log
+        order, on every node). Returns the new membership, which the driver records with
+        its next snapshot."""
+        voters, learners = list(self.voters), list(self.learners)
+        nid = cc.node_id
+        if cc.type == ConfChangeType.ADD_VOTER:
+            if nid in learners:
+                learners.remove(nid)
+            if nid not in voters:
+                voters.append(nid)
+        elif cc.type == ConfChangeType.ADD_LEARNER:
+            if nid in voters and len(voters) > 1:
+                voters.remove(nid)
+            if nid not in voters and nid not in learners:
+                learners.append(nid)
+        elif nid in voters and len(voters) > 1:
+            # Removing the last voter would leave nobody to commit anything: ignored (on
+            # every node alike, so the replicas stay identical).
+            voters.remove(nid)
+        elif nid in learners:
+            learners.remove(nid)
+        self.voters, self.learners = tuple(voters), tuple(learners)
+        self.quorum = len(self.voters) // 2 + 1
+        if self.role == Role.LEADER:
+            if self.id not in self.voters:
+                # Removed (or demoted): stop leading; the remaining voters elect a leader.
+                self._become_follower(self.term, None)
+            else:
+                nxt = self.log.last_index() + 1
+                for p in self.voters + self.learners:
+                    if p not in self.progress:
+                        self.progress[p] = Progress(nxt, self.max_inflight)
+                for p in list(self.progress):
+                    if p not in self.voters and p not in self.learners:
+                        del self.progress[p]
+                    else:
+                        self.progress[p].is_learner = p in self.learners
+                if self.lead_transferee is not None and self.lead_transferee not in self.voters:
+                    self.lead_transferee = None
+                # A smaller quorum may commit more right away.
+                if self._maybe_commit():
+                    self._bcast_append()
+        return self.conf_state()
+
+    def conf_state(self) -> ConfState:
+        """The membership as of the last applied CONFIG entry (or snapshot)."""
+        return ConfState(self.voters, self.learners)
 
     def step(self, m: Message) -> None:
         """Handle one peer message."""
@@ -410,7 +489,9 @@ class RaftCore:
         self.progress = {
             p: Progress(nxt, self.max_inflight, p in learners) for p in self.voters + learners
         }
-        self.progress[self.id].match = nxt - 1
+        own = self.progress.get(self.id)
+        if own is not None:
+            own.match = nxt - 1
 
     def _become_follower(self, term: int, lead: NodeId | None) -> None:
         self._reset(term)
@@ -434,6 +515,9 @@ class RaftCore:
         self.role = Role.LEADER
         # Our own log is, by definition, replicated to ourselves.
         self.progress[self.id].become_replicate()
+        # Unapplied entries may include a CONFIG one we cannot see cheaply: treat the
+        # whole unapplied tail as a pending change (as etcd does).
+        self.pending_conf_index = self.log.last_index()
         # §5.4.2 / §8: a leader cannot commit earlier terms' entries by counting, and does
         # not know its commit index until it commits something of its own term; the no-op
         # does both (and unblocks ReadIndex).
@@ -508,6 +592,8 @@ class RaftCore:
 
     def _poll(self, sender: NodeId, resp_type: MessageType, granted: bool) -> int:
         """Record a vote; returns 1 if the election is won, -1 if lost, 0 if pending."""
+        if sender not in self.voters:
+            return 0  # e.g. a removed node still answering: its vote does not count
         self.votes.setdefault(sender, granted)
         yes = sum(1 for v in self.votes.values() if v)
         no = len(self.votes) - yes

@@ -17,6 +17,8 @@ __all__ = [
     "Role",
     "Entry",
     "ConfState",
+    "ConfChangeType",
+    "ConfChange",
     "Snapshot",
     "HardState",
     "SoftState",
@@ -102,6 +104,32 @@ class ConfState:
 
     voters: tuple[NodeId, ...] = ()
     learners: tuple[NodeId, ...] = ()
+
+
+class ConfChangeType(enum.IntEnum):
+    """A single-server membership change (thesis §4.1): one node at a time, so any quorum
+    of the old configuration overlaps any quorum of the new one."""
+
+    ADD_VOTER = 0  #: add a voter, or promote a learner
+    ADD_LEARNER = 1  #: add a learner, or demote a voter
+    REMOVE_NODE = 2
+
+
+@dataclass(slots=True, frozen=True)
+class ConfChange:
+    """The payload of a CONFIG entry. It takes effect when applied (in log order, on every
+    node alike), and the leader allows one unapplied change at a time."""
+
+    type: ConfChangeType
+    node_id: NodeId
+
+    def encode(self) -> bytes:
+        return b"%d:%s" % (self.type, self.node_id.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        t, _, node = data.partition(b":")
+        return cls(ConfChangeType(int(t)), node.decode())
 
 
 @dataclass(slots=True, frozen=True)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from distsync.raft import (
+    ConfChange,
     Config,
-    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -380,7 +380,9 @@ class Cluster:
             g = self.digests.setdefault(e.index, node.sm_digest)
             if g != node.sm_digest:
                 self.fail(f"state machine safety: {node.id} applied a different entry at {e.index}")
-            if e.kind == EntryKind.NORMAL:
+            if e.kind == EntryKind.CONFIG:
+                node.raft.apply_conf_change(ConfChange.decode(e.data))
+            elif e.kind == EntryKind.NORMAL:
                 prev = node.applied.setdefault(e.index, e.data)
                 if prev != e.data:
                     self.fail(f"state machine safety: {node.id} re-applied {e.index} differently")
@@ -403,7 +405,7 @@ class Cluster:
         st = node.storage
         if self.snapshot_every and node.sm_index - st.first_index() + 1 > self.snapshot_every:
             data = node.sm_digest.to_bytes(4, "big")
-            st.create_snapshot(node.sm_index, ConfState(tuple(self.ids)), data)
+            st.create_snapshot(node.sm_index, node.raft.conf_state(), data)
             st.compact(node.sm_index)
 
     # ==== invariants ==============================================================================
@@ -576,6 +578,7 @@ class StepNetwork:
 
     def __init__(self, ids: list[str] | int, seed: int = 0, **cfg: object) -> None:
         self.ids = [f"n{i}" for i in range(1, ids + 1)] if isinstance(ids, int) else list(ids)
+        self.initial = tuple(self.ids)  # the membership every node starts from
         self.rng = random.Random(seed)
         self.cfg = cfg
         self.storages = {i: MemoryStorage() for i in self.ids}
@@ -589,9 +592,17 @@ class StepNetwork:
         for i in self.ids:
             self.start(i)
 
+    def add(self, nid: str) -> RaftCore:
+        """A new, empty node outside the membership (it joins by a CONFIG entry)."""
+        self.ids.append(nid)
+        self.storages[nid] = MemoryStorage()
+        self.applied[nid] = []
+        self.read_states[nid] = []
+        return self.start(nid)
+
     def start(self, nid: str) -> RaftCore:
         """(Re)start ``nid`` from its storage."""
-        cfg = Config(nid, tuple(self.ids), **self.cfg)  # type: ignore[arg-type]
+        cfg = Config(nid, tuple(self.initial), **self.cfg)  # type: ignore[arg-type]
         core = RaftCore(cfg, self.storages[nid], random.Random(self.rng.getrandbits(64)))
         self.cores[nid] = core
         return core
@@ -610,7 +621,10 @@ class StepNetwork:
             if rd.hard_state is not None:
                 st.set_hard_state(rd.hard_state)
             out.extend(rd.messages)
-            self.applied[nid].extend((e.index, e.term, e.data) for e in rd.committed_entries)
+            for e in rd.committed_entries:
+                self.applied[nid].append((e.index, e.term, e.data))
+                if e.kind == EntryKind.CONFIG:
+                    core.apply_conf_change(ConfChange.decode(e.data))
             self.read_states[nid].extend(rd.read_states)
             core.advance(rd)
         return out
