@@ -15,9 +15,11 @@ Determinism rests on three rules that the compiled twin follows exactly:
    the call sequence, and memory is bounded by the live graph, not history.
 2. **Edge order.** A node's out-edges are kept in insertion order; removing
    one keeps the order of the others; re-adding appends.
-3. **Search order.** Searches visit nodes in id order and out-edges in edge
-   order; the cycle reported is defined by that order, as documented on each
-   method.
+3. **Search order.** Searches follow out-edges in edge order; where one must
+   pick a starting node (:meth:`WaitForGraph.find_cycles`) it picks by name,
+   never by id. So the cycles reported depend only on each waiter's ordered
+   holders -- a replica rebuilt from a snapshot of the edges answers like one
+   that lived through every call -- and ids only order ``nodes()``/``edges()``.
 
 This module is also the reference the tests hold the compiled twin to.
 """
