@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from distsync.raft import (
     ConfChange,
+    ConfChangeType,
     Config,
     Entry,
     EntryKind,
@@ -163,6 +164,12 @@ class Cluster:
         self.replay = replay
         self.rng = random.Random(seed)
         self.ids = [f"n{i}" for i in range(1, n + 1)]
+        #: The membership every node starts from; CONFIG entries change it from there.
+        self.initial = tuple(self.ids)
+        #: Nodes whose removal committed: shut down for good, as an operator would.
+        self.removed: set[str] = set()
+        self._tick_ms = tick_ms
+        self._uneven = uneven_ticks
         self.now = 0.0
         self._events: list[tuple[float, int, int, object, object]] = []
         self._seq = 0
@@ -210,9 +217,9 @@ class Cluster:
     def start(self, nid: str) -> None:
         """Start (or restart) ``nid`` from its durable storage."""
         node = self.nodes[nid]
-        if node.alive:
+        if node.alive or nid in self.removed:
             return
-        cfg = Config(nid, tuple(self.ids), **self._cfg)  # type: ignore[arg-type]
+        cfg = Config(nid, self.initial, **self._cfg)  # type: ignore[arg-type]
         core = RaftCore(cfg, node.storage, random.Random(self.rng.getrandbits(64)))
         node.core = core
         node.alive = True
@@ -227,6 +234,26 @@ class Cluster:
         node.last_commit = core.commit_index
         node.leader_checked_term = 0
         self._schedule(self.rng.uniform(0, node.tick_period), _TICK, nid, node.incarnation)
+
+    def add_node(self) -> str:
+        """Start a new, empty node outside the membership; a CONFIG entry adds it."""
+        nid = f"n{len(self.ids) + 1}"
+        period = self._tick_ms * (self.rng.uniform(0.6, 1.4) if self._uneven else 1.0)
+        self.nodes[nid] = SimNode(nid, period)
+        self.ids.append(nid)
+        self.start(nid)
+        return nid
+
+    def members(self) -> list[str]:
+        """Voters and learners as the current leader (else the first live node) sees them."""
+        ld = self.leader()
+        if ld is None:
+            live = [self.nodes[i] for i in self.ids if self.nodes[i].alive]
+            if not live:
+                return []
+            ld = live[0]
+        core = ld.raft
+        return list(core.voters + core.learners)
 
     def crash(self, nid: str) -> None:
         """Kill ``nid``: its core and everything not fsync'd are lost."""
@@ -381,7 +408,17 @@ class Cluster:
             if g != node.sm_digest:
                 self.fail(f"state machine safety: {node.id} applied a different entry at {e.index}")
             if e.kind == EntryKind.CONFIG:
-                node.raft.apply_conf_change(ConfChange.decode(e.data))
+                cc = ConfChange.decode(e.data)
+                conf = node.raft.apply_conf_change(cc)
+                gone = cc.node_id
+                if (
+                    cc.type == ConfChangeType.REMOVE_NODE
+                    and gone not in conf.voters
+                    and gone not in self.removed
+                ):
+                    # Committed: shut the removed server down (after this event).
+                    self.removed.add(gone)
+                    self.call_at(0.0, lambda gone=gone: self.crash(gone))  # type: ignore[misc]
             elif e.kind == EntryKind.NORMAL:
                 prev = node.applied.setdefault(e.index, e.data)
                 if prev != e.data:
@@ -688,7 +725,7 @@ class StepNetwork:
 # ==== seeded runs =================================================================================
 
 
-def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.0) -> Cluster:
+def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.0) -> Cluster:
     """One randomized run: a safety phase under faults, then a liveness phase on a healed
     network that must elect a leader and commit a fresh proposal on every node within
     ``liveness_ms``. Raises SimulationError (with the replay command) on failure."""
@@ -723,6 +760,9 @@ def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.
             duplicate=rng.choice((0.0, 0.05, 0.2)),
             max_delay=rng.choice((2.0, 8.0, 30.0)),
         )
+    # Some mixed scenarios also change the membership: grow by a learner then promote it,
+    # or remove a voter (the leader included), one change at a time.
+    membership = profile == "mixed" and rng.random() < 0.4
     fault_gap = {"mixed": (20.0, 250.0), "churn": (5.0, 60.0), "figure8": (5.0, 60.0)}[profile]
     load_gap = (1.0, 10.0) if plain else (2.0, 25.0)
     ids = c.ids
@@ -743,6 +783,23 @@ def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.
                     c.propose(b"p%d.%d" % (k, j), leader.id)
         c.call_at(rng.uniform(*load_gap), workload)
 
+    def change_membership() -> None:
+        ld = c.leader()
+        if ld is None:
+            return
+        core = ld.raft
+        try:
+            if core.learners:
+                core.propose_conf_change(ConfChange(ConfChangeType.ADD_VOTER, core.learners[0]))
+            elif len(core.voters) < 5 and len(ids) < 9 and rng.random() < 0.6:
+                core.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, c.add_node()))
+            elif len(core.voters) > 3:
+                victim = rng.choice(core.voters)
+                core.propose_conf_change(ConfChange(ConfChangeType.REMOVE_NODE, victim))
+        except (ProposalDroppedError, NotLeaderError):
+            return
+        c._drain(ld)
+
     def fault() -> None:
         if phase[0] != "safety":
             return
@@ -753,6 +810,10 @@ def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.
             dead = [i for i in ids if not c.nodes[i].alive]
             if dead and (len(dead) > 2 or rng.random() < 0.5):
                 c.start(rng.choice(dead))
+            c.call_at(rng.uniform(*fault_gap), fault)
+            return
+        if membership and rng.random() < 0.3:
+            change_membership()
             c.call_at(rng.uniform(*fault_gap), fault)
             return
         r = rng.random()
@@ -811,9 +872,10 @@ def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.
             if rec is not None and rec[0] == term:
                 # Committed; done once every node's state machine has it (by applying it
                 # or by installing a snapshot that covers it).
-                if all(c.nodes[i].sm_index >= index for i in ids):
-                    return True
-                return False
+                members = c.members()
+                return bool(members) and all(
+                    c.nodes[i].alive and c.nodes[i].sm_index >= index for i in members
+                )
             if rec is not None:
                 want.clear()  # a newer leader overwrote it before commit: propose again
         if not want or c.leader() is None:
@@ -825,7 +887,7 @@ def run_seed(seed: int, *, safety_ms: float = 1500.0, liveness_ms: float = 4000.
     if not c.run_until(done, liveness_ms, poll_ms=10.0):
         ld = c.leader()
         c.fail(
-            f"liveness: no commit of a fresh proposal on all {n} nodes within {liveness_ms}ms"
+            f"liveness: no commit of a fresh proposal on all members within {liveness_ms}ms"
             f" of healing (leader {ld.id if ld else None}; "
             + ", ".join(repr(c.nodes[i].core) for i in ids)
             + ")"
