@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from distsync._core import NO_EXTENSIONS, load
+from distsync.errors import CorruptLogError
 
 IMPLS = ("py",) if NO_EXTENSIONS else ("c", "py")
 
@@ -207,5 +208,50 @@ def test_fuzzed_constructor_arguments(mod: ModuleType, tmp_path: Path) -> None:
         with wal:
             assert wal.append([b"ok"]) == 1
             assert wal.read(1) == b"ok"
+
+    check()
+
+
+def _payload(seq: int) -> bytes:
+    head = f"rec-{seq:06d}-".encode()
+    return (head * 10)[:100]
+
+
+def test_any_damaged_byte_in_a_block_is_caught_never_served(
+    mod: ModuleType, tmp_path: Path
+) -> None:
+    """Flip any byte of any block (header, table, frame, payload): the log either
+    refuses to open or serves a prefix of what was written, never other bytes."""
+    counter = iter(range(10**6))
+    batches = [(1, 60), (61, 100), (101, 150)]  # blocks of 60, 40, 50 records
+    blocks = [mod.encode_block(lo, [_payload(s) for s in range(lo, hi + 1)]) for lo, hi in batches]
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        which=st.integers(0, 2), where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255)
+    )
+    def check(which: int, where: float, xor: int) -> None:
+        path = tmp_path / f"log{next(counter)}"
+        with mod.Wal(path, sync=False) as wal:
+            for lo, hi in batches:
+                wal.append([_payload(s) for s in range(lo, hi + 1)])
+        raw = bytearray((path / "data.mdb").read_bytes())
+        at = raw.find(blocks[which])  # blocks live in overflow pages, written once
+        assert at >= 0 and raw.find(blocks[which], at + 1) < 0
+        raw[at + int(where * len(blocks[which]))] ^= xor
+        (path / "data.mdb").write_bytes(bytes(raw))
+        try:
+            wal = mod.Wal(path, sync=False)
+        except CorruptLogError as exc:
+            assert exc.path.endswith("data.mdb")
+            assert batches[which][0] <= exc.seq <= batches[which][1]
+            assert exc.seq < 150  # record 150 has no follower: damage there is a torn tail
+            return
+        with wal:
+            got = list(wal.scan())
+            assert wal.first_seq == 1
+            assert got == [(s, _payload(s)) for s in range(1, wal.last_seq + 1)]
+            assert wal.last_seq >= batches[which][0] - 1  # only the damaged block is cut
+            assert which == 2 or wal.last_seq == 150  # earlier damage cannot be a torn tail
 
     check()
