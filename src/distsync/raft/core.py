@@ -413,9 +413,13 @@ class RaftCore:
             rd.hard_state = self._prev_hard = HardState(self.term, self.vote, log.committed)
         # A changed term or vote, or new entries, must be durable before the messages
         # that depend on them leave; a commit index alone may be lost (it is re-learnt).
-        rd.must_sync = bool(rd.entries) or (
-            rd.hard_state is not None
-            and (rd.hard_state.term != prev.term or rd.hard_state.vote != prev.vote)
+        rd.must_sync = (
+            bool(rd.entries)
+            or rd.snapshot is not None
+            or (
+                rd.hard_state is not None
+                and (rd.hard_state.term != prev.term or rd.hard_state.vote != prev.vote)
+            )
         )
         self._ready_outstanding = True
         return rd
@@ -698,12 +702,18 @@ class RaftCore:
             hint_term, hint_index = 0, li
         else:
             hint_term = log.term(m.index)
-            hint_index = m.index
-            # Walk back to the first entry of the conflicting term. Entries at or below
-            # committed match the leader, so the walk stops there.
-            floor = max(log.committed, log.first_index() - 1)
-            while hint_index - 1 > floor and log.term(hint_index - 1) == hint_term:
-                hint_index -= 1
+            # The first entry of the conflicting term: terms never decrease along a log, so
+            # binary-search (floor, m.index] for the first index with term >= hint_term.
+            # Entries at or below committed match the leader, so the search starts above.
+            lo = max(log.committed, log.first_index() - 1) + 1
+            hi = m.index
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if log.term(mid) >= hint_term:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            hint_index = lo
         self._send(
             Message(
                 MT.APPEND_RESPONSE,
@@ -807,9 +817,10 @@ class RaftCore:
         if pr.next < log.first_index():
             return self._send_snapshot(to, pr)
         prev = pr.next - 1
-        ents = log.entries_from(pr.next, self.max_bytes_per_msg)
-        if len(ents) > self.max_entries_per_msg:
-            ents = ents[: self.max_entries_per_msg]
+        # Batching: at most max_entries_per_msg entries and max_bytes_per_msg bytes. The
+        # slice is bounded first, so a follower far behind costs one batch, not its lag.
+        hi = min(log.last_index() + 1, pr.next + self.max_entries_per_msg)
+        ents = log.slice(pr.next, hi, self.max_bytes_per_msg)
         if not ents and not send_if_empty:
             return False
         self._send(
@@ -860,12 +871,7 @@ class RaftCore:
             if m.log_term == 0:
                 nxt = m.reject_hint + 1
             else:
-                log = self.log
-                j = min(m.index, log.last_index())
-                # Our terms do not decrease along the log: walk back past the larger ones.
-                while j > 0 and log.term(j) > m.log_term:
-                    j -= 1
-                nxt = j + 1 if j > 0 and log.term(j) == m.log_term else m.reject_hint
+                nxt = self._after_last_of_term(m.log_term, m.index, m.reject_hint)
             if pr.maybe_decrease_to(m.index, nxt):
                 if pr.state == ProgressState.REPLICATE:
                     pr.become_probe()
@@ -899,6 +905,22 @@ class RaftCore:
         if m.sender == self.lead_transferee and pr.match == self.log.last_index():
             # §3.10: the target is up to date; tell it to campaign now.
             self._send(Message(MT.TIMEOUT_NOW, m.sender, self.id, self.term))
+
+    def _after_last_of_term(self, term: int, at_most: int, otherwise: int) -> int:
+        """One past our last entry of ``term`` at or below ``at_most``, or ``otherwise`` if
+        we have no entry of that term there. Terms never decrease along the log, so this
+        is a binary search for the last index whose term is <= ``term``."""
+        log = self.log
+        lo, hi = log.first_index() - 1, min(at_most, log.last_index())
+        if lo > hi or log.term(lo) > term:
+            return otherwise
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if log.term(mid) <= term:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1 if lo > 0 and log.term(lo) == term else otherwise
 
     def _on_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
