@@ -585,3 +585,32 @@ def test_conf_change_roundtrip_and_snapshot_carries_membership() -> None:
     st.compact(ci)
     restarted = net.start("n1")
     assert restarted.learners == ("n4",) and restarted.voters == IDS
+
+
+def test_higher_term_vote_request_that_is_refused_does_not_reset_the_election_timer() -> None:
+    """Stale-log candidates that time out sooner must not keep up-to-date nodes from ever
+    campaigning: stepping down to their term keeps our timer running (§5.2 resets it only
+    on hearing from a leader or granting a vote)."""
+    from distsync.raft import Message
+
+    core, _ = make_core("n2", IDS, log_terms=[1, 1], term=1, **PLAIN)
+    for _ in range(5):
+        core.tick()
+    core.step(Message(MT.REQUEST_VOTE, "n2", "n3", 2, 1, 1))  # shorter log: refused
+    assert core.term == 2 and core.vote is None and core.election_elapsed == 5
+    core.step(Message(MT.REQUEST_VOTE, "n2", "n1", 3, 1, 2))  # up to date: granted
+    assert core.vote == "n1" and core.election_elapsed == 0
+
+
+def test_heartbeat_commit_is_capped_at_the_followers_match() -> None:
+    """A follower whose log is not known to match must not be told to commit past it."""
+    net = leader_of_three()
+    net.isolate("n3")
+    i = net.propose("n1", b"x")
+    assert net["n1"].commit_index == i
+    net.recover()
+    net.ignore(MT.APPEND_ENTRIES)  # n3 only gets heartbeats
+    net.tick("n1")
+    beats = [m for m in net.delivered if m.type is MT.HEARTBEAT and m.to == "n3"]
+    assert beats and beats[-1].commit == net["n1"].progress["n3"].match < i
+    assert net["n3"].commit_index < i

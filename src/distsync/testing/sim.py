@@ -776,8 +776,15 @@ def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.
         k = load[0]
         leader = c.leader()
         if leader is not None:
-            if rng.random() < 0.15:
+            r = rng.random()
+            if r < 0.15:
                 c.read_index(rng.choice(c.live_ids()) if c.live_ids() else leader.id, b"r%d" % k)
+            elif r < 0.17 and not plain:
+                # Leader transfer to a random voter (it may be down, partitioned or behind).
+                others = [v for v in leader.raft.voters if v != leader.id]
+                if others:
+                    leader.raft.transfer_leader(rng.choice(others))
+                    c._drain(leader)
             else:
                 for j in range(rng.choice((1, 1, 1, 4))):
                     c.propose(b"p%d.%d" % (k, j), leader.id)
