@@ -137,14 +137,46 @@ def test_unstable_stable_to_ignores_a_replaced_entry() -> None:
 # ---- elections -----------------------------------------------------------------------------
 
 
-def test_single_node_becomes_leader_and_commits_its_noop() -> None:
+def test_single_node_becomes_leader_and_commits_its_noop_once_persisted() -> None:
     core, st = make_core("n1", ("n1",))
     core.campaign()
     assert core.role == Role.LEADER and core.term == 1
     rd = core.ready()
     assert rd.soft_state is not None and rd.soft_state.role == Role.LEADER
+    assert [e.kind for e in rd.entries] == [EntryKind.NOOP]
+    # The leader's own copy counts only once persisted: nothing is committed yet, and the
+    # new term and vote must be durable before anything is sent.
+    assert rd.committed_entries == [] and rd.persist_first and rd.must_sync
+    st.append(rd.entries)
+    core.advance(rd)
+    rd = core.ready()
     assert [e.kind for e in rd.committed_entries] == [EntryKind.NOOP]
     assert rd.hard_state == HardState(1, "n1", 1)
+    core.advance(rd)
+    # A later proposal: term and vote are durable, so it may be sent before persisting.
+    core.propose(b"x")
+    rd = core.ready()
+    assert not rd.persist_first and rd.must_sync and rd.committed_entries == []
+
+
+def test_leader_counts_its_own_entry_only_after_advance() -> None:
+    """Thesis §10.2.1: the leader's appends may go out before its fsync; its own copy
+    must then not count towards a quorum until persisted."""
+    net = leader_of_three()
+    ld = net["n1"]
+    i = ld.propose(b"x")
+    rd = ld.ready()
+    assert not rd.persist_first
+    # Sent before the leader persisted anything; only n2 answers (n3's answer is lost).
+    to_n2 = [m for m in rd.messages if m.to == "n2"]
+    for m in to_n2:
+        net["n2"].step(m)
+    for m in drain(net["n2"], net.storages["n2"]):
+        ld.step(m)
+    assert ld.commit_index < i  # n2 + an unpersisted leader is not a durable quorum
+    net.storages["n1"].append(rd.entries)
+    ld.advance(rd)
+    assert ld.commit_index >= i  # now it is
 
 
 @pytest.mark.parametrize("seed", range(5))

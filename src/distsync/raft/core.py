@@ -411,6 +411,16 @@ class RaftCore:
         prev = self._prev_hard
         if self.term != prev.term or self.vote != prev.vote or log.committed != prev.commit:
             rd.hard_state = self._prev_hard = HardState(self.term, self.vote, log.committed)
+        # A leader whose term and vote are already durable may send before persisting:
+        # its appends promise nothing about its own disk (it counts itself on advance).
+        rd.persist_first = not (
+            self.role == Role.LEADER
+            and rd.snapshot is None
+            and (
+                rd.hard_state is None
+                or (rd.hard_state.term, rd.hard_state.vote) == (prev.term, prev.vote)
+            )
+        )
         # A changed term or vote, or new entries, must be durable before the messages
         # that depend on them leave; a commit index alone may be lost (it is re-learnt).
         rd.must_sync = (
@@ -430,6 +440,12 @@ class RaftCore:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            own = self.progress.get(self.id) if self.role == Role.LEADER else None
+            # Now durable here: our copy joins the count, which may commit (at once, in a
+            # single-voter cluster); the next Ready carries the result.
+            if own is not None and own.maybe_update(self.log.unstable.offset - 1):
+                if self._maybe_commit():
+                    self._bcast_append()
         if rd.snapshot is not None:
             self.log.stable_snap_to(rd.snapshot.index)
         if rd.committed_entries:
@@ -495,7 +511,8 @@ class RaftCore:
         }
         own = self.progress.get(self.id)
         if own is not None:
-            own.match = nxt - 1
+            # Our own match counts only what is persisted (below the unstable offset).
+            own.match = min(nxt - 1, self.log.unstable.offset - 1)
 
     def _become_follower(self, term: int, lead: NodeId | None) -> None:
         self._reset(term)
@@ -764,12 +781,10 @@ class RaftCore:
         for k, e in enumerate(ents, 1):
             e.term = self.term
             e.index = li + k
-        li = self.log.append(ents)
-        # Our own copy counts towards the quorum (it is persisted before anything that
-        # depends on the commit leaves: Ready order); a single voter commits at once.
-        self.progress[self.id].maybe_update(li)
-        self._maybe_commit()
-        return li
+        # Our own copy counts towards the quorum only once persisted (see advance()): a
+        # quorum must hold the entry durably, and the leader's disk is one of them. This
+        # lets a driver send a leader's appends while its fsync runs (thesis §10.2.1).
+        return self.log.append(ents)
 
     def _maybe_commit(self) -> bool:
         # The quorum-th highest match among voters is replicated on a quorum.

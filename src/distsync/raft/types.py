@@ -225,6 +225,11 @@ class Ready:
        the persisted entries from its unstable tail and moves its applied index.
        Until then ``ready()`` must not be called again.
 
+    One relaxation (thesis §10.2.1): when ``persist_first`` is False -- a leader whose term
+    and vote are already durable -- step 2 may run before or during step 1, so the leader's
+    fsync overlaps the followers'. It is safe because the core counts the leader's own
+    entries towards commitment only once ``advance`` reports them persisted.
+
     ``soft_state`` and ``hard_state`` are None when unchanged since the previous batch.
     """
 
@@ -236,3 +241,4 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     must_sync: bool = False
+    persist_first: bool = True

@@ -52,7 +52,7 @@ __all__ = [
     "replay_command",
 ]
 
-_TICK, _MSG, _CALL = 0, 1, 2
+_TICK, _MSG, _CALL, _FSYNC = 0, 1, 2, 3
 
 
 def replay_command(seed: int) -> str:
@@ -101,6 +101,7 @@ class SimNode:
         "last_commit",
         "last_term",
         "leader_checked_term",
+        "pending_ready",
     )
 
     def __init__(self, node_id: str, tick_period: float) -> None:
@@ -123,6 +124,8 @@ class SimNode:
         self.last_commit = 0
         self.last_term = 0
         self.leader_checked_term = 0
+        #: A leader's Ready whose messages went out and whose fsync is still running.
+        self.pending_ready: Ready | None = None
 
     @property
     def raft(self) -> RaftCore:
@@ -158,6 +161,7 @@ class Cluster:
         max_inflight_msgs: int = 256,
         max_entries_per_msg: int = 4096,
         max_bytes_per_msg: int = 1 << 20,
+        parallel_writes: bool = False,
         replay: str | None = None,
     ) -> None:
         self.seed = seed
@@ -179,6 +183,13 @@ class Cluster:
         #: Nodes cut off from everyone (6.824's disconnect).
         self.disconnected: set[str] = set()
         self.snapshot_every = snapshot_every
+        #: Leaders send a batch before persisting it when the Ready allows it.
+        self.parallel_writes = parallel_writes
+        #: Probability of a crash in the middle of handling a Ready.
+        self.crash_in_ready = 0.0
+        #: Upper bound of a leader's fsync time when it overlaps sending (ms); comparable
+        #: to message delays, as on real hardware (fsync ~0.2 ms, loopback RTT ~0.1 ms).
+        self.fsync_ms = 3.0
         self._cfg = dict(
             election_tick=election_tick,
             heartbeat_tick=heartbeat_tick,
@@ -232,6 +243,9 @@ class Cluster:
                 f"{nid} restarted with commit {core.commit_index} < fsync'd {node.synced_hs.commit}"
             )
         node.last_commit = core.commit_index
+        # A term held only in memory may be lost (nothing was sent in it: Ready order);
+        # the persisted term never goes back (checked in _persist).
+        node.last_term = core.term
         node.leader_checked_term = 0
         self._schedule(self.rng.uniform(0, node.tick_period), _TICK, nid, node.incarnation)
 
@@ -262,6 +276,7 @@ class Cluster:
             return
         node.alive = False
         node.core = None
+        node.pending_ready = None  # its fsync never completes
         node.storage.set_hard_state(node.synced_hs)
 
     def restart(self, nid: str) -> None:
@@ -346,6 +361,12 @@ class Cluster:
                 node.raft.tick()
                 self._drain(node)
                 self._schedule(node.tick_period, _TICK, a, b)
+        elif kind == _FSYNC:
+            assert isinstance(a, str) and isinstance(b, tuple)
+            node = self.nodes[a]
+            rd = node.pending_ready
+            if node.alive and node.incarnation == b[0] and rd is not None and rd is b[1]:
+                self._fsync_done(node, rd)
         else:
             assert callable(a)
             a()
@@ -371,17 +392,44 @@ class Cluster:
 
     def _drain(self, node: SimNode) -> None:
         core = node.raft
-        while core.has_ready():
+        rng = self.rng
+        while node.pending_ready is None and core.has_ready():
             rd = core.ready()
             # Before the apply step may compact the log away.
             self._record_commits(node)
+            if self.parallel_writes and not rd.persist_first:
+                # A leader sends at once and its fsync completes later (thesis §10.2.1);
+                # meanwhile it keeps stepping messages, and it may crash before the fsync
+                # is done, losing this batch.
+                for m in rd.messages:
+                    self._send(m)
+                node.pending_ready = rd
+                self._schedule(
+                    rng.uniform(0.2, self.fsync_ms), _FSYNC, node.id, (node.incarnation, rd)
+                )
+                break
             self._persist(node, rd)  # 1. persist (fsync)
+            if self.crash_in_ready and rng.random() < self.crash_in_ready:
+                self.crash(node.id)  # durable, but nothing was sent
+                return
             for m in rd.messages:  # 2. send
                 self._send(m)
-            self._apply(node, rd)  # 3. apply
-            core.advance(rd)  # 4. advance
-            self._maybe_snapshot(node)
+            self._finish(node, rd)
         self._check_node(node)
+
+    def _finish(self, node: SimNode, rd: Ready) -> None:
+        self._apply(node, rd)  # 3. apply
+        node.raft.advance(rd)  # 4. advance
+        self._maybe_snapshot(node)
+
+    def _fsync_done(self, node: SimNode, rd: Ready) -> None:
+        node.pending_ready = None
+        if self.crash_in_ready and self.rng.random() < self.crash_in_ready * 10:
+            self.crash(node.id)  # died before the fsync completed: the batch is lost
+            return
+        self._persist(node, rd)
+        self._finish(node, rd)
+        self._drain(node)
 
     def _persist(self, node: SimNode, rd: Ready) -> None:
         st = node.storage
@@ -394,7 +442,11 @@ class Cluster:
             st.set_hard_state(rd.hard_state)
         if rd.must_sync or rd.snapshot is not None:
             # An fsync makes everything written so far durable, earlier commits included.
-            node.synced_hs = st.hard_state
+            hs = st.hard_state
+            old = node.synced_hs
+            if hs.term < old.term or (hs.term == old.term and old.vote not in (None, hs.vote)):
+                self.fail(f"{node.id} persisted term/vote went back: {old} -> {hs}")
+            node.synced_hs = hs
 
     def _apply(self, node: SimNode, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -750,8 +802,11 @@ def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.
         snapshot_every=0 if plain else rng.choice((0, 0, 8, 30)),
         max_inflight_msgs=1 if plain else rng.choice((1, 4, 256)),
         max_entries_per_msg=1 if profile != "mixed" else rng.choice((1, 3, 64)),
+        parallel_writes=rng.random() < 0.5,
         replay=replay_command(seed),
     )
+    c.crash_in_ready = rng.choice((0.0, 0.001, 0.005))
+    c.fsync_ms = rng.choice((1.0, 3.0, 10.0))  # 10: a slow disk, slower than the network
     if plain:
         c.faults = FaultConfig(drop=0.05, max_delay=rng.choice((2.0, 8.0)))
     else:
@@ -860,6 +915,7 @@ def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.
     phase[0] = "liveness"
     c.heal()
     c.faults = FaultConfig()
+    c.crash_in_ready = 0.0
     for nid in ids:
         c.start(nid)
     data = b"live-%d" % seed
