@@ -1,14 +1,18 @@
 """Seeded whole-cluster simulation: safety under faults, then liveness once healed.
 
-Each seed is a scenario (3 or 5 nodes; drops, duplicates, delays that reorder,
-symmetric/asymmetric partitions, isolation, crash-restart losing what was not fsync'd,
-uneven tick rates, snapshots) checked after every event by the invariants listed on
-:class:`distsync.testing.sim.Cluster`. A failure names the seed and the command that
-replays it. More seeds::
+Each seed is a scenario, one of three profiles: "mixed" (3 or 5 nodes; drops, duplicates,
+delays that reorder, symmetric/asymmetric partitions, isolation, crash-restart losing what
+was not fsync'd, uneven tick rates, snapshots, ReadIndex, leader transfers, membership
+changes), "churn" (5 nodes, one entry per append, faults every few tens of ms) and
+"figure8" (plain Raft, leaders killed soon after winning). Leaders may overlap sending
+with a slow fsync and crash before it completes. The invariants listed on
+:class:`distsync.testing.sim.Cluster` are checked after every event; a failure names the
+seed and the command that replays it. More seeds::
 
     SIM_SEEDS=20000 PYTHONPATH=src python -m pytest tests/sim/test_seeds.py -q
     PYTHONPATH=src python -m distsync.testing.sim --seeds 0:20000
     SIM_SEED=1234 PYTHONPATH=src python -m pytest tests/sim/test_seeds.py   # one seed
+    PYTHONPATH=src python -m distsync.testing.sim --seed 1234               # the same
 """
 
 from __future__ import annotations
