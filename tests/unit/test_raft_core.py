@@ -646,3 +646,30 @@ def test_heartbeat_commit_is_capped_at_the_followers_match() -> None:
     beats = [m for m in net.delivered if m.type is MT.HEARTBEAT and m.to == "n3"]
     assert beats and beats[-1].commit == net["n1"].progress["n3"].match < i
     assert net["n3"].commit_index < i
+
+
+def test_memory_storage_satisfies_the_storage_protocol() -> None:
+    from distsync.raft import Storage
+
+    st: Storage = MemoryStorage()  # checked by mypy as well: a structural match
+    assert st.first_index() == 1 and st.last_index() == 0 and st.term(0) == 0
+    assert st.initial_state() == (HardState(), ConfState())
+
+
+def test_follower_restarts_from_an_installed_snapshot() -> None:
+    """After InstallSnapshot, the follower's storage holds the snapshot; a restart resumes
+    from it (commit and applied at the snapshot index, membership from it)."""
+    net = leader_of_three()
+    net.isolate("n3")
+    for k in range(4):
+        net.propose("n1", b"p%d" % k)
+    st = net.storages["n1"]
+    ci = net["n1"].commit_index
+    st.create_snapshot(ci, ConfState(IDS), b"state")
+    st.compact(ci)
+    net.recover()
+    net.tick("n1")
+    assert net.storages["n3"].snapshot().index == ci
+    core = net.start("n3")
+    assert core.commit_index >= ci and core.applied_index == ci
+    assert core.voters == IDS and core.log.first_index() == ci + 1
