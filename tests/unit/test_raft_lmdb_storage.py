@@ -709,6 +709,22 @@ class StorageAgainstOracle(RuleBasedStateMachine):
         self.mem.append(es)
         self.mem.set_hard_state(hs)
 
+    @rule(ahead=st.integers(-3, 5), n=st.integers(0, 3), vote=st.sampled_from([None, "a"]))
+    def save_with_snapshot(self, ahead: int, n: int, vote: str | None) -> None:
+        i = max(1, self.mem.last_index() + ahead)
+        term = self.mem.term(self.mem.last_index()) + 1
+        snap = Snapshot(i, term, ConfState(("a", "b")), b"snap%d" % i)
+        es = [Entry(term, j, b"s%d" % j) for j in range(i - 1, i + n + 1)]  # one <= snap
+        hs = HardState(self.mem.hard_state.term + 1, vote, i)
+        if i <= self.mem.snapshot().index:
+            with pytest.raises(SnapshotOutOfDateError):
+                self.lmdb.save(hs, es, snap)
+            return
+        self.lmdb.save(hs, es, snap)
+        self.mem.apply_snapshot(snap)
+        self.mem.append(es)
+        self.mem.set_hard_state(hs)
+
     @rule(k=st.integers(0, 6))
     def compact(self, k: int) -> None:
         i = self.mem.first_index() + k

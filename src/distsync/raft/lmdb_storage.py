@@ -258,6 +258,11 @@ class LmdbStorage:
             if self._last != 0:
                 raise self._meta_corrupt("the state record is missing but the log is not empty")
             self._write_meta()
+            if self._sync:
+                # The directories were just created: make their names durable too, or an
+                # OS crash could lose a log whose contents were synced.
+                for d in (self._log_path(0), self._meta_path, self._dir):
+                    _fsync_dir(d)
         else:
             body = _unchecked(bytes(raw_state))
             try:
