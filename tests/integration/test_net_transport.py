@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import shutil
 import struct
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, InvalidRequest
+from distsync.errors import (
+    AuthError,
+    ClusterUnavailable,
+    DistSyncError,
+    InvalidRequest,
+    ProtocolError,
+)
 from distsync.net.auth import ClientHandshake, client_ssl_context, server_ssl_context
 from distsync.net.envelope import Envelope, MsgIdGenerator, error_envelope
 from distsync.net.framing import FrameDecoder, FrameEncoder
@@ -456,9 +464,44 @@ def test_peer_link_request_fails_cleanly_when_nobody_listens() -> None:
 # -- TLS --------------------------------------------------------------------------------
 
 
+def _make_pki_openssl(root: Path, name: str) -> dict[str, Path]:
+    """As :func:`_make_pki`, with the ``openssl`` command line."""
+    ext = root / f"{name}-ext.cnf"
+    ext.write_text(
+        "".join(
+            f"[{label}]\nsubjectAltName = IP:{HOST}\nextendedKeyUsage = {usage}\n"
+            "basicConstraints = CA:FALSE\nsubjectKeyIdentifier = hash\n"
+            "authorityKeyIdentifier = keyid\n"
+            for label, usage in (("server", "serverAuth"), ("client", "clientAuth"))
+        )
+    )
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    out = {"ca_cert": root / f"{name}-ca.pem"}
+    ca_key = root / f"{name}-ca.key"
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+    openssl(
+        "req", "-x509", *curve, "-keyout", ca_key, "-out", out["ca_cert"], "-days", "1",
+        "-subj", f"/CN={name} CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    for label in ("server", "client"):
+        key, csr = root / f"{name}-{label}.key", root / f"{name}-{label}.csr"
+        cert = root / f"{name}-{label}.pem"
+        openssl("req", *curve, "-keyout", key, "-out", csr, "-subj", f"/CN={name}-{label}")
+        openssl(
+            "x509", "-req", "-in", csr, "-CA", out["ca_cert"], "-CAkey", ca_key,
+            "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext, "-extensions", label,
+        )  # fmt: skip
+        out[f"{label}_cert"], out[f"{label}_key"] = cert, key
+    return out
+
+
 def _make_pki(root: Path, name: str) -> dict[str, Path]:
     """A throwaway CA plus a server certificate (for 127.0.0.1) and a client certificate,
-    made with the ``cryptography`` package (a test-only dependency)."""
+    made with the ``cryptography`` package (a test-only dependency, not a runtime one)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -545,10 +588,17 @@ def _make_pki(root: Path, name: str) -> dict[str, Path]:
     return out
 
 
-def test_tls_with_client_certificates(tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
-    pki = _make_pki(tmp_path, "cluster")
-    rogue = _make_pki(tmp_path, "rogue")
+@pytest.mark.parametrize("maker", ["cryptography", "openssl"])
+def test_tls_with_client_certificates(tmp_path: Path, maker: str) -> None:
+    if maker == "cryptography":
+        pytest.importorskip("cryptography")
+        make = _make_pki
+    else:
+        if shutil.which("openssl") is None:
+            pytest.skip("no openssl command")
+        make = _make_pki_openssl
+    pki = make(tmp_path, "cluster")
+    rogue = make(tmp_path, "rogue")
 
     async def body() -> None:
         rec = Recorder()
@@ -578,6 +628,62 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
                 refused.append(info.value)
             assert len(refused) == 3
             assert [e.sender_id for e in rec.seen] == ["client_a"]
+        finally:
+            if conn is not None:
+                conn.close()
+            await server.close()
+
+    run(body)
+
+
+def test_local_mistakes_fail_locally_and_the_connection_stays_open() -> None:
+    async def body() -> None:
+        calls = 0
+
+        def flaky(conn: Connection, env: Envelope) -> None:
+            nonlocal calls
+            calls += 1
+            if env.payload.get("boom"):
+                raise RuntimeError("handler bug")
+            conn.send(env.reply(conn.ids, "ack"))
+
+        server = await serve("node_1", SECRET, HOST, 0, handler=flaky, max_frame_size=4096)
+        conn = None
+        try:
+            conn = await connect(HOST, server.port, "client_a", SECRET, max_frame_size=4096)
+            c = conn
+            # Too big to send: refused before it leaves, only this request fails.
+            with pytest.raises(ProtocolError, match="exceeds max_frame_size 4096"):
+                await c.request(
+                    Envelope.make(c.ids, "enqueue", "node_1", {"body": b"x" * 5000}), 2.0
+                )
+            # A handler that raises is the server's bug, not the client's: no disconnect.
+            c.send(Envelope.make(c.ids, "enqueue", "node_1", {"boom": True}))
+            reply = await c.request(Envelope.make(c.ids, "enqueue", "node_1", {"body": b"ok"}), 2.0)
+            assert reply.msg_type == "ack" and calls == 2 and c.is_open
+        finally:
+            if conn is not None:
+                conn.close()
+            await server.close()
+
+    run(body)
+
+
+def test_without_a_handler_envelopes_wait_in_the_inbox() -> None:
+    async def body() -> None:
+        server = await serve("node_1", SECRET, HOST, 0)
+        conn = None
+        try:
+            conn = await connect(HOST, server.port, "client_a", SECRET)
+            sent = Envelope.make(conn.ids, "cache_write", "node_1", {"key": "k", "value": b"v"})
+            conn.send(sent)
+            server_conn, got = await asyncio.wait_for(server.inbox.get(), 2.0)
+            assert got == sent and server_conn.peer_id == "client_a"
+            server_conn.send(
+                Envelope.make(server_conn.ids, "cache_invalidate", "client_a", {"key": "k"})
+            )
+            pushed = await asyncio.wait_for(conn.inbox.get(), 2.0)
+            assert pushed.msg_type == "cache_invalidate" and pushed.sender_id == "node_1"
         finally:
             if conn is not None:
                 conn.close()
