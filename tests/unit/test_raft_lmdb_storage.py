@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import distsync
 from distsync._core.wal import Wal
-from distsync.errors import CorruptLogError
+from distsync.errors import CorruptLogError, StorageError
 from distsync.raft.lmdb_storage import LmdbStorage, decode_entry, encode_entry
 from distsync.raft.storage import (
     CompactedError,
@@ -631,6 +631,22 @@ def test_missing_log_stops_the_node(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "log-0")
     with pytest.raises(CorruptLogError, match="log of generation 0 is missing"):
         LmdbStorage(tmp_path, sync=False)
+
+
+def test_snapshot_larger_than_the_initial_map(tmp_path: Path) -> None:
+    """The meta environment grows for a big state-machine snapshot (lock tables are)."""
+    big = os.urandom(3 << 20)
+    with LmdbStorage(tmp_path, sync=False) as s:
+        s.append(ents(1, 2, 1))
+        s.create_snapshot(2, ConfState(("a",)), big)
+    with LmdbStorage(tmp_path, sync=False) as s:
+        assert s.snapshot().data == big
+
+
+def test_second_open_in_one_process_is_refused(tmp_path: Path) -> None:
+    with LmdbStorage(tmp_path, sync=False):
+        with pytest.raises(StorageError, match="already open"):
+            LmdbStorage(tmp_path, sync=False)
 
 
 def test_closed_storage_refuses_writes(tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ save with a hard state and no entries (a vote, a commit learnt from a heartbeat)
 Costs in durable commits (each an LMDB commit: data fdatasync + synchronous meta page):
 entries (+ hard state): 1; hard state alone: 1; entries conflicting with the stored tail:
 2 (truncate, append), plus 1 if ``meta`` lags; compaction: 1 (+1 if ``meta`` lags);
-snapshot install: 2 plus two directory fsyncs.
+snapshot install (rare): 3 (the new Wal's creation, its records, ``meta``) plus two
+directory fsyncs. The conflict case could be one commit if the Wal offered "truncate the
+suffix and append" in one transaction; it is rare (a leader change with a divergent tail).
 
 Snapshot install: a new generation
 ==================================
@@ -202,7 +204,8 @@ class LmdbStorage:
 
     Invariants (in memory, mirrored on disk): ``_terms[i - _dummy]`` is the term of entry
     ``i`` for ``_dummy <= i <= _last``, where ``_dummy == first_index() - 1`` is the
-    compaction point held by the Wal's first record; ``_tail`` holds the last
+    compaction point held by the Wal's first record (8 bytes per retained entry: every
+    term is cached, so ``term(i)`` never reads the disk); ``_tail`` holds the last
     ``len(_tail)`` entries (all ``>= first_index()``); ``_version`` numbers the current
     hard state and ``_meta_version <= _version`` the one stored in ``meta``.
 
@@ -303,11 +306,11 @@ class LmdbStorage:
         try:
             return Wal(path, self._sync)
         except CorruptLogError as exc:
-            # Name the Raft index, not just the Wal's sequence number.
+            # Name the Raft index, not just the Wal's sequence number (0: no record is
+            # to blame, the file itself is damaged).
+            where = f" (Raft log entry {exc.seq + self._base})" if exc.seq else ""
             raise CorruptLogError(
-                f"{exc} (Raft log entry {exc.seq + self._base}); the node cannot start",
-                exc.path,
-                exc.seq,
+                f"{exc}{where}; the node cannot start", exc.path, exc.seq
             ) from exc
 
     def _load_log(self) -> None:
