@@ -428,6 +428,14 @@ def test_peer_link_reconnects_after_the_server_restarts() -> None:
             assert reply.payload["echo"] == {"n": 2}
             assert [e.payload for e in rec2.seen] == [{"queued": True}, {"n": 2}]
             assert link.connects == 2
+            # The server may also push on the link: it lands in the link's inbox.
+            (server_side,) = server2.connections
+            server_side.send(Envelope.make(server_side.ids, "topology", "node_0", {"epoch": 2}))
+            # (The ack to the queued one-way send is in there first: it answers no request.)
+            ack = await asyncio.wait_for(link.inbox.get(), 2.0)
+            assert ack.msg_type == "ack" and ack.payload["echo"] == {"queued": True}
+            pushed = await asyncio.wait_for(link.inbox.get(), 2.0)
+            assert pushed.payload == {"epoch": 2}
         finally:
             await link.close()
             await server.close()

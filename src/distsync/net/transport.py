@@ -553,7 +553,9 @@ class PeerLink:
     :meth:`send` never waits: while disconnected, envelopes wait in a bounded queue
     (oldest dropped first; Raft and the other protocols retransmit) and go out, as one
     write, when the link is up again. :meth:`request` waits for the link (within its
-    timeout). Received envelopes go to ``handler`` like a server's."""
+    timeout). Received envelopes that answer no request go to ``handler`` like a
+    server's, or, without one, to :attr:`inbox` (one queue for the link's whole life,
+    across reconnects)."""
 
     def __init__(
         self,
@@ -576,7 +578,9 @@ class PeerLink:
         self.host = host
         self.port = port
         self._secret = secret
-        self._handler = handler
+        #: Envelopes received when no handler was given.
+        self.inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._handler: Handler = handler if handler is not None else self._to_inbox
         self._ssl = ssl
         self._server_hostname = server_hostname
         self._max_frame_size = max_frame_size
@@ -593,6 +597,9 @@ class PeerLink:
         self.dropped = 0
         #: The last connect failure (``None`` once connected).
         self.last_error: BaseException | None = None
+
+    def _to_inbox(self, conn: Connection, env: Envelope) -> None:
+        self.inbox.put_nowait(env)
 
     @property
     def connection(self) -> Connection | None:
