@@ -7,17 +7,21 @@
   time and 500 in flight.
 
 The loopback figures include both sides on one event loop, so one round trip is two
-sends, two reads and two decodes on the same core.
+sends, two reads and two decodes on the same core. The peer for the round trip is the
+same framing and codec over asyncio streams (``readexactly`` per header and body, no
+handshake), the design this transport chose not to use (DESIGN.md §12).
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from distsync.net.codec import unpack_body
 from distsync.net.envelope import Envelope, MsgIdGenerator
 from distsync.net.framing import FrameDecoder, FrameEncoder
 from distsync.net.transport import Connection, Server, connect, serve
@@ -120,3 +124,60 @@ def test_loopback_500_in_flight(
     benchmark.pedantic(lambda: loop.run_until_complete(burst()), rounds=10, warmup_rounds=1)
     benchmark.extra_info["requests_per_round"] = n
     benchmark.extra_info["requests_per_s"] = n / benchmark.stats.stats.median
+
+
+@pytest.fixture(scope="module")
+def streams_loopback() -> Iterator[
+    tuple[asyncio.AbstractEventLoop, asyncio.StreamReader, asyncio.StreamWriter]
+]:
+    loop = asyncio.new_event_loop()
+    enc = FrameEncoder()
+    ids = MsgIdGenerator("node_1")
+
+    async def read_frame(reader: asyncio.StreamReader) -> Envelope:
+        (length,) = struct.unpack(">I", await reader.readexactly(4))
+        return unpack_body(await reader.readexactly(length))
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                env = await read_frame(reader)
+                writer.write(enc.encode(env.reply(ids, "ack")))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def up() -> tuple[asyncio.base_events.Server, asyncio.StreamReader, asyncio.StreamWriter]:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        return server, reader, writer
+
+    server, reader, writer = loop.run_until_complete(up())
+    try:
+        yield loop, reader, writer
+    finally:
+        writer.close()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def test_loopback_round_trip_peer_streams(
+    benchmark: Any,
+    streams_loopback: tuple[asyncio.AbstractEventLoop, asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    loop, reader, writer = streams_loopback
+    enc = FrameEncoder()
+    ids = MsgIdGenerator("client_a")
+    n = 200
+
+    async def ping_pong() -> None:
+        for i in range(n):
+            writer.write(enc.encode(small(ids, i)))
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            unpack_body(await reader.readexactly(length))
+
+    benchmark.pedantic(lambda: loop.run_until_complete(ping_pong()), rounds=10, warmup_rounds=1)
+    benchmark.extra_info["round_trips_per_round"] = n
+    benchmark.extra_info["us_per_round_trip"] = benchmark.stats.stats.median / n * 1e6
