@@ -289,6 +289,21 @@ def _frame_unchecked(env: Envelope) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+def count_writes(conn: Connection) -> list[int]:
+    """From now on, record the size of every ``write`` on ``conn``'s transport."""
+    transport = conn._transport
+    assert transport is not None
+    writes: list[int] = []
+    real_write = transport.write
+
+    def counting_write(data: Any) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    transport.write = counting_write  # type: ignore[method-assign,unused-ignore]
+    return writes
+
+
 # -- requests -------------------------------------------------------------------------
 
 
@@ -309,6 +324,8 @@ def test_many_requests_in_flight_are_matched_by_msg_id() -> None:
         try:
             conn = await connect(HOST, server.port, "client_a", SECRET)
             c = conn
+            (server_side,) = server.connections
+            server_writes = count_writes(server_side)
             requests = [Envelope.make(c.ids, "lock_status", "node_1", {"i": i}) for i in range(n)]
             tasks = [asyncio.ensure_future(c.request(r, 5.0)) for r in requests]
             for _ in range(100):
@@ -321,6 +338,8 @@ def test_many_requests_in_flight_are_matched_by_msg_id() -> None:
             assert [r.payload["i"] for r in replies] == list(range(n))
             assert [r.reply_to for r in replies] == [r.msg_id for r in requests]
             assert conn.in_flight == 0
+            # The n replies, queued by the handler during one read, left in one write.
+            assert len(server_writes) == 1
         finally:
             if conn is not None:
                 conn.close()
@@ -364,16 +383,7 @@ def test_sends_in_one_loop_turn_leave_in_one_write() -> None:
         conn = None
         try:
             conn = await connect(HOST, server.port, "client_a", SECRET)
-            transport = conn._transport
-            assert transport is not None
-            writes: list[int] = []
-            real_write = transport.write
-
-            def counting_write(data: Any) -> None:
-                writes.append(len(data))
-                real_write(data)
-
-            transport.write = counting_write  # type: ignore[method-assign]
+            writes = count_writes(conn)
             for i in range(100):
                 conn.send(Envelope.make(conn.ids, "enqueue", "node_1", {"i": i}))
             for _ in range(100):

@@ -30,7 +30,7 @@ import ssl as _ssl
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, ProtocolError
 from distsync.net.auth import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
@@ -120,16 +120,18 @@ class Connection(asyncio.BufferedProtocol):
         return len(self._pending)
 
     def peername(self) -> Any:
+        """The peer's socket address (``(host, port)`` for TCP), ``None`` before connect."""
         return None if self._transport is None else self._transport.get_extra_info("peername")
 
     def sockname(self) -> Any:
+        """This side's socket address, ``None`` before connect."""
         return None if self._transport is None else self._transport.get_extra_info("sockname")
 
     # -- asyncio.BufferedProtocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not subclasses.
+        self._transport = cast(asyncio.Transport, transport)
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         if self._on_made is not None:
             self._on_made(self)
@@ -304,7 +306,8 @@ class Connection(asyncio.BufferedProtocol):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self.opened.set_result(None)
+            if not self.opened.done():  # connect() may have given up (and cancelled it)
+                self.opened.set_result(None)
             if self._on_open is not None:
                 self._on_open(self)
 
