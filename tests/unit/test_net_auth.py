@@ -10,8 +10,10 @@ import itertools
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from distsync.errors import AuthError, ProtocolError
+from distsync.errors import AuthError, DistSyncError, ProtocolError
 from distsync.net.auth import (
     DEV_SECRET,
     NONCE_BYTES,
@@ -229,3 +231,53 @@ def test_backoff_grows_exponentially_to_the_cap_with_injected_jitter() -> None:
     assert high.delay(10_000) == pytest.approx(2.0)  # no overflow after a long outage
     for attempt in range(20):
         assert 0 < low.delay(attempt) <= high.delay(attempt) <= 2.0
+
+
+# -- fuzzing the handshake ----------------------------------------------------------------
+
+handshake_payloads = st.dictionaries(
+    st.sampled_from(["version", "nonce", "proof", "code", "message", "reply_to"]),
+    st.one_of(
+        st.none(),
+        st.integers(-2, 3),
+        st.text(max_size=8),
+        st.binary(min_size=0, max_size=40),
+        st.just(b"\x00" * NONCE_BYTES),
+    ),
+)
+handshake_envelopes = st.builds(
+    Envelope,
+    msg_id=st.just("x-1"),
+    msg_type=st.sampled_from(["hello", "auth", "error", "ack", "lock_acquire"]),
+    sender_id=st.sampled_from(["client_a", "node_1", "mallory"]),
+    receiver_id=st.sampled_from(["", "node_1", "client_a", "node_9"]),
+    payload=handshake_payloads,
+)
+
+
+@given(st.lists(handshake_envelopes, max_size=5))
+def test_server_handshake_on_arbitrary_messages_never_authenticates_without_the_secret(
+    msgs: list[Envelope],
+) -> None:
+    server = ServerHandshake(MsgIdGenerator("node_1"), SECRET)
+    for msg in msgs:
+        try:
+            server.receive(msg)
+        except DistSyncError:  # AuthError, ProtocolError, or the peer's own error
+            return
+    # Without a proof made with the secret over the server's fresh nonce it cannot finish.
+    assert not server.done
+
+
+@given(st.lists(handshake_envelopes, max_size=5))
+def test_client_handshake_on_arbitrary_messages_never_authenticates_without_the_secret(
+    msgs: list[Envelope],
+) -> None:
+    client = ClientHandshake(MsgIdGenerator("client_a"), SECRET)
+    client.start()
+    for msg in msgs:
+        try:
+            client.receive(msg)
+        except DistSyncError:
+            return
+    assert not client.done
