@@ -12,7 +12,8 @@ Life of a :class:`Connection`:
    ``error`` envelope and closes the connection.
 2. *open*: envelopes go to the handler (or the ``inbox`` queue); replies
    (``payload["reply_to"]``) to this side's :meth:`Connection.request` resolve it instead.
-   Sends queued during one event-loop turn leave in one ``write``.
+   Sends queued during one event-loop turn leave in one ``write``; replies queued by
+   handlers while a read is processed leave at the end of that read.
 3. *closed*: pending requests fail with :class:`ClusterUnavailable`.
 
 A protocol error (oversized frame, undecodable body, unknown type, bad field, a sender id
@@ -212,7 +213,9 @@ class Connection(asyncio.BufferedProtocol):
     # -- sending ----------------------------------------------------------------------------
 
     def send(self, env: Envelope) -> None:
-        """Queue ``env``; everything queued in this event-loop turn leaves in one write.
+        """Queue ``env``; everything queued in this event-loop turn leaves in one write
+        (sends made by handlers while a read is processed leave at the end of that read).
+        Never waits; see :meth:`drain` for backpressure.
 
         :class:`ClusterUnavailable` if the connection is closed or not yet open."""
         if not self.is_open:
