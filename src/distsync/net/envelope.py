@@ -68,7 +68,8 @@ SEED_MSG_TYPES: tuple[str, ...] = (
 )
 
 #: What the design adds (DESIGN.md §3, §4): snapshots, leader transfer, sessions,
-#: replies, membership, pre-vote, linearizable reads, status. Add new types here.
+#: replies, membership, pre-vote, linearizable reads, status, Raft heartbeats and
+#: client commands for the replicated log (``propose``). Add new types here.
 EXTRA_MSG_TYPES: tuple[str, ...] = (
     "install_snapshot",
     "timeout_now",
@@ -81,6 +82,9 @@ EXTRA_MSG_TYPES: tuple[str, ...] = (
     "read_index",
     "read_index_response",
     "status",
+    "heartbeat",
+    "heartbeat_response",
+    "propose",
 )
 
 #: The connection handshake (:mod:`distsync.net.auth`); valid only before it completes.
