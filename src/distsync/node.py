@@ -1,0 +1,1044 @@
+"""One distsync server process: the Raft core driven by asyncio, over LMDB and the network.
+
+:class:`Node` wires :class:`~distsync.raft.RaftCore` (I/O-free) to its effects:
+
+- a **tick timer** (the driver owns time; the core only counts ticks),
+- the **transport** (:mod:`distsync.net`): one listening :class:`~distsync.net.Server`
+  for everything inbound (peers' Raft messages, client requests) and one reconnecting
+  :class:`~distsync.net.PeerLink` per peer for this node's outbound Raft messages,
+- the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`), written in a worker
+  thread so that the event loop keeps receiving while an fsync is in flight,
+- the **apply loop**: committed entries go to a small replicated state machine
+  (:class:`CounterKV`; the lock table replaces it later) with client deduplication by
+  ``(client_id, sequence)`` (:class:`~distsync.raft.SessionTable`),
+- **metrics** for Prometheus (:class:`NodeMetrics`, served on ``/metrics``).
+
+The driver loop (:meth:`Node._drive`) follows the Ready contract of
+:class:`~distsync.raft.Ready`: persist -> send -> apply -> advance, with the thesis
+§10.2.1 relaxation: when ``persist_first`` is False (a leader whose term and vote are
+already durable) the messages leave *before* the fsync, so the followers' fsyncs overlap
+the leader's own.
+
+Group commit
+============
+Everything that reaches the node (peer messages, proposals, ticks) is queued by the
+transport callbacks and handed to the core only by the driver, between two Ready
+batches. While :meth:`LmdbStorage.save` runs in the worker thread, proposals and
+acknowledgements pile up in those queues; when the fsync returns, the driver feeds them
+all to the core at once, so the next Ready holds every proposal that arrived meanwhile:
+one append message per follower and one fsync for the whole batch. One fsync is in flight
+at a time, by construction (the driver awaits it).
+
+Queuing rather than stepping the core during the fsync has a second purpose: the storage
+is not thread-safe, and the core reads it (terms, older entries) while it steps messages;
+with the core idle until the write returns, the storage is only touched by one thread at
+a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import ssl as _ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from distsync.errors import ClusterUnavailable, DistSyncError, InvalidRequest, ProtocolError
+from distsync.net.auth import client_ssl_context, load_secret, server_ssl_context
+from distsync.net.envelope import Envelope, MsgIdGenerator, error_envelope
+from distsync.net.transport import Backoff, Connection, PeerLink, Server
+from distsync.raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftCore,
+    Ready,
+    Role,
+    SessionTable,
+    Snapshot,
+    StaleSequenceError,
+)
+from distsync.raft.lmdb_storage import LmdbStorage
+
+__all__ = [
+    "TlsFiles",
+    "NodeConfig",
+    "Node",
+    "CounterKV",
+    "NodeMetrics",
+    "encode_command",
+    "message_to_payload",
+    "payload_to_message",
+    "parse_address",
+    "fetch_status",
+    "install_uvloop",
+]
+
+log = logging.getLogger(__name__)
+
+#: Wire names of the Raft peer messages (the envelope's ``msg_type``).
+RAFT_MSG_TYPES: dict[str, MessageType] = {t.value: t for t in MessageType}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:7400"`` for IPv6) as ``(host, port)``; ValueError names
+    what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {text!r} must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    p = int(port)
+    if not 0 <= p <= 65535:
+        raise ValueError(f"port {p} of {text!r} is out of range")
+    return host, p
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """TLS for every connection of a node: its certificate and key, and the CA that signs
+    every node's and client's certificate (both directions are verified)."""
+
+    cert: str
+    key: str | None
+    ca: str
+    #: Verify that a peer's certificate names the host connected to (needs IP SANs when
+    #: peers are given by address).
+    check_hostname: bool = True
+
+
+@dataclass
+class NodeConfig:
+    """What one node needs to run. Times are in seconds; ``*_tick`` in ticks.
+
+    Invariants: ``id`` not in ``peers``; ``election_tick > heartbeat_tick >= 1``.
+    With the defaults (50 ms ticks, election after 10..20 ticks) a follower campaigns
+    0.5 to 1 s after it last heard from a leader.
+    """
+
+    id: str
+    listen: tuple[str, int]
+    #: The other voters: node id -> (host, port).
+    peers: dict[str, tuple[str, int]]
+    data_dir: str
+    #: The cluster secret (HMAC handshake). None: $DISTSYNC_SECRET, else the development
+    #: default with a warning (see :func:`distsync.net.auth.load_secret`).
+    secret: bytes | None = None
+    tls: TlsFiles | None = None
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    tick_interval: float = 0.05
+    #: Port of the Prometheus ``/metrics`` endpoint (None: no endpoint; 0: any free port).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: fsync every write (False only for tests that do not care about power loss).
+    sync: bool = True
+    #: Take a snapshot (and compact the log) after this many entries applied since the last.
+    snapshot_entries: int = 10_000
+    #: Entries kept in the log behind a snapshot, so a follower a little behind catches up
+    #: by AppendEntries rather than a whole InstallSnapshot.
+    snapshot_keep: int = 1_000
+    #: How long a client's proposal may wait to be applied before it is answered with an
+    #: error (it may still be applied later; the client's retry is deduplicated).
+    propose_timeout: float = 5.0
+
+    def validate(self) -> None:
+        if self.id in self.peers:
+            raise ValueError(f"node id {self.id!r} is also listed among its peers")
+        if not self.id:
+            raise ValueError("node id must not be empty")
+        if self.tick_interval <= 0:
+            raise ValueError("tick_interval must be > 0")
+        if self.snapshot_entries < 1 or self.snapshot_keep < 0:
+            raise ValueError("snapshot_entries must be >= 1 and snapshot_keep >= 0")
+        Config(self.id, voters=(self.id,), election_tick=self.election_tick,
+               heartbeat_tick=self.heartbeat_tick).validate()  # fmt: skip
+
+
+# ==== the replicated state machine (for now) ====================================================
+
+
+def encode_command(
+    op: str,
+    key: str = "",
+    value: Any = None,
+    client_id: str = "",
+    sequence: int | None = None,
+    first_unacked: int | None = None,
+) -> bytes:
+    """A command for :class:`CounterKV` as log entry data. ``client_id`` and ``sequence``
+    make a retried command apply once (``sequence`` None: no deduplication)."""
+    return msgpack.packb([op, key, value, client_id, sequence, first_unacked], use_bin_type=True)
+
+
+class CounterKV:
+    """A replicated counter and key-value map: the minimal state machine of the node until
+    the lock table arrives. Deterministic: every replica applying the same entries in the
+    same order ends in the same state and gives the same results.
+
+    Commands (:func:`encode_command`): ``incr`` adds ``value`` (default 1) to the counter
+    (or to the integer at ``key``) and returns the new value; ``set`` stores ``value`` at
+    ``key``; ``get`` returns the value at ``key`` (a read through the log); anything else
+    (including data that is no command) only counts as applied.
+    """
+
+    def __init__(self) -> None:
+        self.counter = 0
+        self.kv: dict[str, Any] = {}
+        self.sessions = SessionTable()
+        #: NORMAL entries applied, commands or not.
+        self.applied_commands = 0
+
+    def apply(self, data: bytes) -> Any:
+        """Apply one committed entry's data; returns the command's result."""
+        self.applied_commands += 1
+        try:
+            cmd = msgpack.unpackb(data, raw=False)
+        except Exception:
+            return None  # opaque data: counted, nothing else
+        if not isinstance(cmd, list) or len(cmd) != 6:
+            return None
+        op, key, value, client_id, seq, first_unacked = cmd
+        if not isinstance(key, str):
+            return None
+
+        def execute() -> Any:
+            return self._execute(op, key, value)
+
+        if isinstance(client_id, str) and client_id and isinstance(seq, int):
+            try:
+                return self.sessions.apply(
+                    client_id,
+                    seq,
+                    execute,
+                    first_unacked if isinstance(first_unacked, int) else None,
+                )
+            except StaleSequenceError as exc:
+                return {"error": exc.code, "message": str(exc)}
+        return execute()
+
+    def _execute(self, op: Any, key: str, value: Any) -> Any:
+        if op == "incr":
+            step = value if isinstance(value, int) else 1
+            if key:
+                cur = self.kv.get(key, 0)
+                new = (cur if isinstance(cur, int) else 0) + step
+                self.kv[key] = new
+                return new
+            self.counter += step
+            return self.counter
+        if op == "set":
+            self.kv[key] = value
+            return None
+        if op == "get":
+            return self.kv.get(key)
+        return None
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (goes into a Raft snapshot)."""
+        return msgpack.packb(
+            {
+                "counter": self.counter,
+                "kv": self.kv,
+                "sessions": self.sessions.dump(),
+                "applied_commands": self.applied_commands,
+            },
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state by a snapshot's (the inverse of :meth:`snapshot`)."""
+        if not data:
+            self.__init__()  # type: ignore[misc]
+            return
+        # Session results are keyed by sequence numbers: integer map keys.
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        self.counter = int(obj["counter"])
+        self.kv = dict(obj["kv"])
+        self.sessions = SessionTable.load(obj["sessions"])
+        self.applied_commands = int(obj["applied_commands"])
+
+
+# ==== Raft messages in envelopes ================================================================
+
+
+def message_to_payload(m: Message) -> dict[str, Any]:
+    """The envelope payload of a Raft message: short keys, fields at their default left
+    out (an append carries mostly entries; a heartbeat only a term and a commit).
+
+    Entries travel as ``[term, kind, data]`` triples after ``f``, the index of the first
+    (entries in one message are consecutive)."""
+    p: dict[str, Any] = {"t": m.term}
+    if m.log_term:
+        p["lt"] = m.log_term
+    if m.index:
+        p["i"] = m.index
+    if m.entries:
+        p["f"] = m.entries[0].index
+        p["e"] = [(e.term, int(e.kind), e.data) for e in m.entries]
+    if m.commit:
+        p["c"] = m.commit
+    if m.reject:
+        p["r"] = True
+    if m.reject_hint:
+        p["h"] = m.reject_hint
+    if m.context:
+        p["x"] = m.context
+    s = m.snapshot
+    if s is not None:
+        p["s"] = (s.index, s.term, list(s.conf.voters), list(s.conf.learners), s.data)
+    return p
+
+
+def _int(p: dict[str, Any], key: str) -> int:
+    v = p.get(key, 0)
+    if type(v) is not int or v < 0:
+        raise ProtocolError(f"field {key!r} of a Raft message must be a non-negative integer")
+    return v
+
+
+def payload_to_message(env: Envelope) -> Message:
+    """The Raft message an envelope carries; :class:`ProtocolError` names a bad field."""
+    mtype = RAFT_MSG_TYPES[env.msg_type]
+    p = env.payload
+    m = Message(mtype, env.receiver_id, env.sender_id, _int(p, "t"))
+    if "lt" in p:
+        m.log_term = _int(p, "lt")
+    if "i" in p:
+        m.index = _int(p, "i")
+    if "c" in p:
+        m.commit = _int(p, "c")
+    if "h" in p:
+        m.reject_hint = _int(p, "h")
+    if p.get("r"):
+        m.reject = True
+    ctx = p.get("x")
+    if ctx is not None:
+        if not isinstance(ctx, bytes):
+            raise ProtocolError("field 'x' (context) of a Raft message must be bytes")
+        m.context = ctx
+    ents = p.get("e")
+    if ents is not None:
+        first = _int(p, "f")
+        if not isinstance(ents, list) or first < 1:
+            raise ProtocolError("field 'e' (entries) of a Raft message must be a list")
+        out = []
+        try:
+            for k, (term, kind, data) in enumerate(ents):
+                if type(term) is not int or not isinstance(data, bytes):
+                    raise ProtocolError(f"entry {first + k} of a Raft message is malformed")
+                out.append(Entry(term, first + k, data, EntryKind(kind)))
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"entries of a Raft message are malformed: {exc}") from None
+        m.entries = out
+    snap = p.get("s")
+    if snap is not None:
+        try:
+            index, term, voters, learners, data = snap
+            if not (
+                type(index) is int
+                and type(term) is int
+                and isinstance(data, bytes)
+                and all(isinstance(v, str) for v in voters)
+                and all(isinstance(v, str) for v in learners)
+            ):
+                raise ValueError("wrong field types")
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(
+                f"field 's' (snapshot) of a Raft message is malformed: {exc}"
+            ) from None
+        m.snapshot = Snapshot(index, term, ConfState(tuple(voters), tuple(learners)), data)
+    return m
+
+
+# ==== metrics =====================================================================================
+
+#: Upper bounds (seconds) of the fsync latency histogram: 50 us .. 1 s.
+FSYNC_BUCKETS = (
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+
+class NodeMetrics:
+    """The counters of one node, rendered in the Prometheus text format (0.0.4).
+
+    Written by hand rather than with ``prometheus-client``: a dozen series do not justify
+    a dependency, its default registry is process-global (two nodes in one test process
+    would clash), and its HTTP server is a thread while the node already has an event
+    loop to serve ``/metrics`` from."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.proposals = 0
+        self.proposals_failed = 0
+        self.applied_entries = 0
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+        self.fsync_counts = [0] * (len(FSYNC_BUCKETS) + 1)
+        self.fsync_sum = 0.0
+        self.fsync_count = 0
+        self.batch_entries = 0
+        self.messages: dict[tuple[str, str], int] = {}
+
+    def observe_fsync(self, seconds: float, entries: int) -> None:
+        self.fsync_counts[bisect.bisect_left(FSYNC_BUCKETS, seconds)] += 1
+        self.fsync_sum += seconds
+        self.fsync_count += 1
+        self.batch_entries += entries
+
+    def count_message(self, direction: str, msg_type: str) -> None:
+        key = (direction, msg_type)
+        self.messages[key] = self.messages.get(key, 0) + 1
+
+    def render(self, status: dict[str, Any]) -> str:
+        """The exposition text; ``status`` is :meth:`Node.status`."""
+        nid = self.node_id
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lab = f'node="{nid}"' + (f",{labels}" if labels else "")
+                lines.append(f"{name}{{{lab}}} {value}")
+
+        role = status["role"]
+        metric(
+            "distsync_raft_role",
+            "gauge",
+            "1 for the role this node has now.",
+            [
+                (f'role="{r}"', 1 if r == role else 0)
+                for r in ("leader", "follower", "candidate", "learner")
+            ],
+        )
+        metric("distsync_raft_term", "gauge", "Current Raft term.", [("", status["term"])])
+        metric("distsync_raft_commit_index", "gauge", "Highest committed log index known.",
+               [("", status["commit_index"])])  # fmt: skip
+        metric("distsync_raft_applied_index", "gauge", "Highest log index applied.",
+               [("", status["last_applied"])])  # fmt: skip
+        metric("distsync_raft_last_index", "gauge", "Last index in the local log.",
+               [("", status["last_index"])])  # fmt: skip
+        metric("distsync_proposals_total", "counter", "Client proposals accepted into the log.",
+               [("", self.proposals)])  # fmt: skip
+        metric("distsync_proposals_failed_total", "counter",
+               "Client proposals refused (not leader, dropped, overwritten, timed out).",
+               [("", self.proposals_failed)])  # fmt: skip
+        metric("distsync_applied_entries_total", "counter", "Log entries applied.",
+               [("", self.applied_entries)])  # fmt: skip
+        metric("distsync_snapshots_total", "counter", "Snapshots taken or installed.",
+               [('kind="taken"', self.snapshots_taken),
+                ('kind="installed"', self.snapshots_installed)])  # fmt: skip
+        metric("distsync_fsync_entries_total", "counter",
+               "Log entries made durable (divide by the fsync count: the group-commit batch).",
+               [("", self.batch_entries)])  # fmt: skip
+        name = "distsync_fsync_seconds"
+        lines.append(f"# HELP {name} Latency of one durable storage write (one Ready batch).")
+        lines.append(f"# TYPE {name} histogram")
+        acc = 0
+        for bound, n in zip(FSYNC_BUCKETS, self.fsync_counts[:-1], strict=True):
+            acc += n
+            lines.append(f'{name}_bucket{{node="{nid}",le="{bound}"}} {acc}')
+        acc += self.fsync_counts[-1]
+        lines.append(f'{name}_bucket{{node="{nid}",le="+Inf"}} {acc}')
+        lines.append(f'{name}_sum{{node="{nid}"}} {self.fsync_sum:.9f}')
+        lines.append(f'{name}_count{{node="{nid}"}} {self.fsync_count}')
+        metric(
+            "distsync_messages_total",
+            "counter",
+            "Messages received (in) and sent (out), by type.",
+            [(f'direction="{d}",type="{t}"', n) for (d, t), n in sorted(self.messages.items())],
+        )
+        return "\n".join(lines) + "\n"
+
+
+async def _serve_http(
+    render: Callable[[], str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A minimal HTTP/1.0 responder for ``GET /metrics`` (Prometheus scrapes only that)."""
+    try:
+        request = await asyncio.wait_for(reader.readline(), 5.0)
+        # Skip the headers; the answer does not depend on them.
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            if line in (b"\r\n", b"\n", b""):
+                break
+        parts = request.split()
+        if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
+            body = render().encode()
+            head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        else:
+            body = b"not found: try /metrics\n"
+            head = b"HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+# ==== the node ===================================================================================
+
+_ROLE_NAMES = {
+    Role.LEADER: "leader",
+    Role.CANDIDATE: "candidate",
+    Role.PRE_CANDIDATE: "candidate",
+    Role.FOLLOWER: "follower",
+}
+
+#: Messages not queued for a peer that is down (the small ones are: votes, heartbeats).
+_BULKY = (MessageType.APPEND_ENTRIES, MessageType.INSTALL_SNAPSHOT)
+
+#: Called with (index, result) once a proposal is applied, or (index, error) if it failed.
+_Waiter = Callable[[int, Any, "BaseException | None"], None]
+
+
+class Node:
+    """One Raft node: see the module docstring. Use from one event loop::
+
+    node = Node(config)
+    await node.start()
+    index = await node.propose(encode_command("incr"), timeout=1.0)
+    await node.stop()
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self.ids = MsgIdGenerator(config.id)
+        self.metrics = NodeMetrics(config.id)
+        self.sm = CounterKV()
+        self._secret = config.secret
+        self._storage: LmdbStorage | None = None
+        self._core: RaftCore | None = None
+        self._server: Server | None = None
+        self._links: dict[str, PeerLink] = {}
+        self._http: asyncio.base_events.Server | None = None
+        # Durable writes happen here, one at a time, so the loop keeps receiving meanwhile.
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        # Inputs queued for the driver (see "Group commit" in the module docstring).
+        self._ticks_due = 0
+        self._in_msgs: list[Message] = []
+        self._in_props: list[tuple[bytes, _Waiter]] = []
+        # index -> (term the entry was proposed in, waiter)
+        self._waiting: dict[int, tuple[int, _Waiter]] = {}
+        # index -> monotonic deadline of its waiter; insertion order is index order.
+        self._deadline_of: dict[int, float] = {}
+        self._applied = 0
+        self._snapshot_index = 0
+        #: Set when the node stopped because of an error (e.g. storage failure).
+        self.failure: BaseException | None = None
+        #: Resolves when the node has stopped (for ``serve``: exit then).
+        self.stopped: asyncio.Future[None] | None = None
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the storage, restore the state machine, start listening and driving."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self.stopped = loop.create_future()
+        if self._secret is None:
+            self._secret = load_secret()
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        storage = self._storage = LmdbStorage(os.path.join(cfg.data_dir, "raft"), sync=cfg.sync)
+        snap = storage.snapshot()
+        if snap.index:
+            self.sm.restore(snap.data)
+        self._applied = self._snapshot_index = snap.index
+        voters = tuple(sorted({cfg.id, *cfg.peers}))
+        self._core = RaftCore(
+            Config(
+                cfg.id,
+                voters=voters,
+                election_tick=cfg.election_tick,
+                heartbeat_tick=cfg.heartbeat_tick,
+                applied=snap.index,
+            ),
+            storage,
+            random.Random(),
+        )
+        if cfg.sync:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"distsync-fsync-{cfg.id}"
+            )
+        server_ssl = client_ssl = None
+        if cfg.tls is not None:
+            server_ssl = server_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
+            client_ssl = client_ssl_context(
+                cfg.tls.ca, cfg.tls.cert, cfg.tls.key, check_hostname=cfg.tls.check_hostname
+            )
+        self._server = Server(
+            cfg.id, self._secret, handler=self._on_envelope, ssl=server_ssl, ids=self.ids
+        )
+        await self._server.start(*cfg.listen)
+        for pid, (host, port) in cfg.peers.items():
+            link = PeerLink(
+                self.ids,
+                self._secret,
+                pid,
+                host,
+                port,
+                handler=self._on_envelope,
+                ssl=client_ssl,
+                # A restarted peer should be reachable again within a few ticks.
+                backoff=Backoff(base=0.02, cap=0.5),
+                connect_timeout=2.0,
+                max_queued=1024,
+            )
+            link.start()
+            self._links[pid] = link
+        if cfg.metrics_port is not None:
+            self._http = await asyncio.start_server(
+                lambda r, w: _serve_http(self._render_metrics, r, w),
+                cfg.metrics_host,
+                cfg.metrics_port,
+            )
+        self._driver = loop.create_task(self._drive(), name=f"distsync-raft-{cfg.id}")
+        self._driver.add_done_callback(self._driver_done)
+        self._schedule_tick(loop.time(), 0)
+
+    @property
+    def port(self) -> int:
+        """The port the node listens on (useful with port 0)."""
+        assert self._server is not None
+        return self._server.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        if self._http is None or not self._http.sockets:
+            return None
+        return int(self._http.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop driving, close every connection and the storage. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._driver is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._driver), 10.0)
+        if self._http is not None:
+            self._http.close()
+        for link in self._links.values():
+            with contextlib.suppress(Exception):
+                await link.close()
+        if self._server is not None:
+            await self._server.close(timeout=2.0)
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.wait_closed(), 2.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._storage is not None:
+            self._storage.close()
+        self._fail_waiting(ClusterUnavailable(f"node {self.id} stopped"))
+        if self.stopped is not None and not self.stopped.done():
+            self.stopped.set_result(None)
+
+    def _driver_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A storage failure or a bug: the node must not go on serving from a state it
+            # cannot trust; stop and let the operator see why.
+            log.critical("node %s stops: %r", self.id, exc, exc_info=exc)
+            self.failure = exc
+            asyncio.get_running_loop().create_task(self.stop())
+
+    # -- time ---------------------------------------------------------------------------------------
+
+    def _schedule_tick(self, start: float, n: int) -> None:
+        # Drift-free: tick n is due at start + n * interval, however late this one ran.
+        loop = asyncio.get_running_loop()
+        due = start + (n + 1) * self.config.tick_interval
+        self._tick_handle = loop.call_at(due, self._on_tick, start, n + 1)
+
+    def _on_tick(self, start: float, n: int) -> None:
+        if self._stopping:
+            return
+        self._ticks_due += 1
+        self._wake.set()
+        self._schedule_tick(start, n)
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def _on_envelope(self, conn: Connection, env: Envelope) -> None:
+        """Every application envelope from any connection lands here."""
+        t = env.msg_type
+        self.metrics.count_message("in", t)
+        if t in RAFT_MSG_TYPES:
+            try:
+                m = payload_to_message(env)
+            except ProtocolError as exc:
+                self._refuse(conn, env, exc, close=True)
+                return
+            if env.receiver_id != self.id:
+                self._refuse(
+                    conn,
+                    env,
+                    ProtocolError(f"Raft message for {env.receiver_id!r} sent to {self.id!r}"),
+                )
+                return
+            self._in_msgs.append(m)
+            self._wake.set()
+        elif t == "propose":
+            self._on_propose(conn, env)
+        elif t == "status":
+            self._reply(conn, env.reply(self.ids, "status", self.status()))
+        elif t == "error":
+            pass  # already logged by the connection
+        else:
+            self._refuse(conn, env, InvalidRequest(f"this node does not serve {t!r} yet"))
+
+    def _refuse(
+        self, conn: Connection, env: Envelope, exc: DistSyncError, close: bool = False
+    ) -> None:
+        self._reply(conn, error_envelope(self.ids, env.sender_id, exc, reply_to=env.msg_id))
+        if close:
+            conn.close()
+
+    def _reply(self, conn: Connection, env: Envelope) -> None:
+        if conn.is_open:
+            self.metrics.count_message("out", env.msg_type)
+            conn.send(env)
+
+    def _on_propose(self, conn: Connection, env: Envelope) -> None:
+        data = env.payload.get("data")
+        if not isinstance(data, bytes):
+            self._refuse(conn, env, InvalidRequest("field 'data' of propose must be bytes"))
+            return
+        core = self._core
+        if core is None or core.role != Role.LEADER:
+            self._refuse_not_leader(conn, env)
+            return
+
+        def answer(index: int, result: Any, exc: BaseException | None) -> None:
+            if exc is None:
+                self._reply(conn, env.reply(self.ids, "ack", {"index": index, "result": result}))
+            elif isinstance(exc, NotLeaderError):
+                self._refuse_not_leader(conn, env)
+            else:
+                err = exc if isinstance(exc, DistSyncError) else DistSyncError(str(exc))
+                self._refuse(conn, env, err)
+
+        self._in_props.append((data, answer))
+        self._wake.set()
+
+    def _refuse_not_leader(self, conn: Connection, env: Envelope) -> None:
+        leader = None if self._core is None else self._core.lead
+        reply = error_envelope(self.ids, env.sender_id, NotLeaderError(leader), reply_to=env.msg_id)
+        # Clients reading the raw envelope get the redirect without parsing the message.
+        reply.payload["leader"] = leader
+        addr = self.config.peers.get(leader) if leader else None
+        if addr is not None:
+            reply.payload["leader_addr"] = f"{addr[0]}:{addr[1]}"
+        self.metrics.proposals_failed += 1
+        self._reply(conn, reply)
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> Any:
+        """Propose ``data`` (e.g. :func:`encode_command`) on this node, which must lead;
+        resolves to ``(index, result)`` once applied here.
+
+        :raises NotLeaderError: this node does not lead (its ``leader`` says who does).
+        :raises ProposalDroppedError: a leader transfer is in progress, or the entry was
+            overwritten by a new leader (it was never committed).
+        :raises TimeoutError: not applied within ``timeout`` seconds (it may still be).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, Any]] = loop.create_future()
+
+        def done(index: int, result: Any, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result((index, result))
+
+        self._in_props.append((data, done))
+        self._wake.set()
+        return await asyncio.wait_for(fut, timeout)
+
+    # -- the driver -------------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        """The only code that calls the core: feed queued inputs, then handle every Ready
+        in order (persist -> send -> apply -> advance)."""
+        core = self._core
+        assert core is not None
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            self._feed()
+            while core.has_ready() and not self._stopping:
+                await self._handle_ready(core.ready())
+                # What arrived during the fsync joins the next batch.
+                self._feed()
+            self._expire_waiting()
+
+    def _feed(self) -> None:
+        core = self._core
+        assert core is not None
+        ticks, self._ticks_due = self._ticks_due, 0
+        for _ in range(ticks):
+            core.tick()
+        if self._in_msgs:
+            msgs, self._in_msgs = self._in_msgs, []
+            for m in msgs:
+                try:
+                    core.step(m)
+                except Exception:
+                    # A message the core cannot handle is the sender's problem; the
+                    # others in the batch must still be stepped.
+                    log.exception("node %s: cannot step %s from %s", self.id, m.type, m.sender)
+        if self._in_props:
+            props, self._in_props = self._in_props, []
+            term = core.term
+            for data, waiter in props:
+                try:
+                    index = core.propose(data)
+                except (NotLeaderError, ProposalDroppedError) as exc:
+                    self.metrics.proposals_failed += 1
+                    waiter(0, None, exc)
+                    continue
+                self.metrics.proposals += 1
+                self._waiting[index] = (term, waiter)
+                self._deadline_of.setdefault(index, time.monotonic() + self.config.propose_timeout)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        core = self._core
+        storage = self._storage
+        assert core is not None and storage is not None
+        if not rd.persist_first:
+            # Thesis §10.2.1: the leader's appends leave now; its fsync overlaps theirs.
+            self._send(rd.messages)
+        # 1. persist. A commit index alone (must_sync False, no entries) is not written:
+        # it may be lost in a crash and is learnt again from the leader, and writing it
+        # would cost an fsync per heartbeat.
+        if rd.snapshot is not None or rd.entries or rd.must_sync:
+            t0 = time.perf_counter()
+            if self._executor is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, storage.save, rd.hard_state, rd.entries, rd.snapshot
+                )
+            else:
+                storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self.metrics.observe_fsync(time.perf_counter() - t0, len(rd.entries))
+        # 2. send
+        if rd.persist_first:
+            self._send(rd.messages)
+        # 3. apply
+        if rd.snapshot is not None and rd.snapshot.index > self._applied:
+            self.sm.restore(rd.snapshot.data)
+            self._applied = self._snapshot_index = rd.snapshot.index
+            self.metrics.snapshots_installed += 1
+            self._fail_waiting(
+                ProposalDroppedError("replaced by a snapshot"), upto=rd.snapshot.index
+            )
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        # 4. advance
+        core.advance(rd)
+        if self._applied - self._snapshot_index >= self.config.snapshot_entries:
+            await self._take_snapshot()
+
+    def _send(self, msgs: list[Message]) -> None:
+        core = self._core
+        assert core is not None
+        count = self.metrics.count_message
+        for m in msgs:
+            link = self._links.get(m.to)
+            if link is None:
+                log.warning("node %s: no link to %r; dropping %s", self.id, m.to, m.type.value)
+                continue
+            if link.connection is None and m.type in _BULKY:
+                # The peer is down: Raft resends what it needs once it answers again (a
+                # probe from where its log really ends, or a snapshot), so queueing
+                # entries for it would only replay stale batches on reconnect.
+                if m.type is MessageType.INSTALL_SNAPSHOT:
+                    # Told now, the core probes again instead of awaiting an answer.
+                    core.report_snapshot(m.to, False)
+                continue
+            env = Envelope(self.ids(), m.type.value, self.id, m.to, message_to_payload(m))
+            count("out", env.msg_type)
+            link.send(env)
+
+    def _apply(self, entries: list[Entry]) -> None:
+        core = self._core
+        assert core is not None
+        sm = self.sm
+        waiting = self._waiting
+        for e in entries:
+            result: Any = None
+            if e.kind == EntryKind.NORMAL:
+                result = sm.apply(e.data)
+            elif e.kind == EntryKind.CONFIG:
+                core.apply_conf_change(ConfChange.decode(e.data))
+            self._applied = e.index
+            w = waiting.pop(e.index, None) if waiting else None
+            if w is not None:
+                self._deadline_of.pop(e.index, None)
+                term, waiter = w
+                if term == e.term:
+                    waiter(e.index, result, None)
+                else:
+                    # A new leader overwrote our entry: it was never committed.
+                    self.metrics.proposals_failed += 1
+                    waiter(e.index, None, ProposalDroppedError(f"entry {e.index} was overwritten"))
+        self.metrics.applied_entries += len(entries)
+
+    def _expire_waiting(self) -> None:
+        if not self._deadline_of:
+            return
+        now = time.monotonic()
+        # Deadlines grow with the index (proposed in order): stop at the first live one.
+        for index in list(self._deadline_of):
+            if self._deadline_of[index] > now:
+                break
+            del self._deadline_of[index]
+            w = self._waiting.pop(index, None)
+            if w is not None:
+                self.metrics.proposals_failed += 1
+                w[1](index, None, ClusterUnavailable(f"entry {index} not applied in time"))
+
+    def _fail_waiting(self, exc: BaseException, upto: int | None = None) -> None:
+        for index in sorted(self._waiting):
+            if upto is not None and index > upto:
+                break
+            _, waiter = self._waiting.pop(index)
+            self._deadline_of.pop(index, None)
+            waiter(index, None, exc)
+
+    async def _take_snapshot(self) -> None:
+        """Record the state machine as of the applied index, then drop old log entries
+        (keeping ``snapshot_keep`` for followers a little behind)."""
+        core, storage = self._core, self._storage
+        assert core is not None and storage is not None
+        index = self._applied
+        data = self.sm.snapshot()
+        conf = core.conf_state()
+        keep = self.config.snapshot_keep
+
+        def write() -> None:
+            storage.create_snapshot(index, conf, data)
+            upto = index - keep
+            if upto >= storage.first_index():
+                storage.compact(upto)
+
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, write)
+        else:
+            write()
+        self._snapshot_index = index
+        self.metrics.snapshots_taken += 1
+
+    # -- read-outs ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Role, term, indexes and (on a leader) each peer's replication progress."""
+        core = self._core
+        if core is None:
+            return {"node_id": self.id, "role": "follower", "term": 0, "commit_index": 0,
+                    "last_applied": 0, "last_index": 0, "leader_id": None, "peers": {}}  # fmt: skip
+        role = _ROLE_NAMES[core.role]
+        if self.id in core.learners:
+            role = "learner"
+        peers: dict[str, Any] = {}
+        if core.role == Role.LEADER:
+            for pid, pr in core.progress.items():
+                if pid != self.id:
+                    peers[pid] = {
+                        "match": pr.match,
+                        "next": pr.next,
+                        "state": pr.state.name.lower(),
+                    }
+        else:
+            peers = {pid: {} for pid in self.config.peers}
+        for pid, link in self._links.items():
+            peers.setdefault(pid, {})["connected"] = link.connection is not None
+        storage = self._storage
+        return {
+            "node_id": self.id,
+            "role": role,
+            "term": core.term,
+            "commit_index": core.commit_index,
+            "last_applied": self._applied,
+            "last_index": core.log.last_index(),
+            "first_index": storage.first_index() if storage is not None else 0,
+            "snapshot_index": self._snapshot_index,
+            "leader_id": core.lead,
+            "voters": list(core.voters),
+            "listen": f"{self.config.listen[0]}:{self.port if self._server else self.config.listen[1]}",
+            "peers": peers,
+            "counter": self.sm.counter,
+            "applied_commands": self.sm.applied_commands,
+            "snapshots_taken": self.metrics.snapshots_taken,
+            "snapshots_installed": self.metrics.snapshots_installed,
+        }
+
+    def _render_metrics(self) -> str:
+        return self.metrics.render(self.status())
+
+
+# ==== helpers for the command line, tests and benchmarks ==========================================
+
+
+async def fetch_status(
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    timeout: float = 2.0,
+    client_id: str | None = None,
+    ssl: _ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """Ask the node at ``host:port`` for its :meth:`Node.status` over the wire.
+
+    :raises AuthError: wrong secret. :raises ClusterUnavailable: unreachable.
+    :raises TimeoutError: no answer within ``timeout``."""
+    from distsync.net.transport import connect
+
+    cid = client_id or f"status-{os.getpid()}-{random.getrandbits(32):08x}"
+    conn = await connect(host, port, cid, secret, timeout=timeout, ssl=ssl)
+    try:
+        reply = await conn.request(Envelope.make(conn.ids, "status", conn.peer_id or ""), timeout)
+        return dict(reply.payload)
+    finally:
+        conn.close()
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when uvloop is installed (an optional extra: it
+    makes the transport markedly faster); True if it is now in use."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
