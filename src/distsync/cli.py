@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from distsync._version import __version__
 
@@ -36,6 +37,198 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_toml(path: str) -> dict[str, Any]:
+    # tomllib is stdlib from 3.11; on 3.10 the same parser is the ``tomli`` package,
+    # needed only by those who use --config there (so it is no dependency).
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise SystemExit(
+                "distsync serve --config needs Python 3.11+ or `pip install tomli`"
+            ) from None
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _parse_peers(value: str | dict[str, str] | None) -> dict[str, tuple[str, int]]:
+    from distsync.node import parse_address
+
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        items = []
+        for part in value.split(","):
+            name, sep, addr = part.strip().partition("=")
+            if not sep or not name:
+                raise ValueError(f"peer {part!r} must be id=host:port")
+            items.append((name, addr))
+    return {name: parse_address(addr) for name, addr in items}
+
+
+def _serve_config(args: argparse.Namespace) -> Any:
+    """The NodeConfig from the TOML file (if any) with the flags on top."""
+    from distsync.node import NodeConfig, TlsFiles, parse_address
+
+    conf: dict[str, Any] = _load_toml(args.config) if args.config else {}
+    for key in (
+        "id",
+        "listen",
+        "peers",
+        "data_dir",
+        "secret_file",
+        "metrics_port",
+        "election_tick",
+        "heartbeat_tick",
+        "tick_interval",
+        "snapshot_entries",
+        "snapshot_keep",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            conf[key] = value
+    if args.no_sync:
+        conf["sync"] = False
+    missing = [k for k in ("id", "listen", "data_dir") if not conf.get(k)]
+    if missing:
+        raise ValueError("missing " + ", ".join("--" + k.replace("_", "-") for k in missing))
+    tls = conf.get("tls")
+    secret_file = conf.get("secret_file")
+    secret_value = conf.get("secret")
+    from distsync.net.auth import load_secret
+
+    secret = load_secret(secret_value, file=secret_file) if (secret_file or secret_value) else None
+    cfg = NodeConfig(
+        id=str(conf["id"]),
+        listen=parse_address(str(conf["listen"])),
+        peers=_parse_peers(conf.get("peers")),
+        data_dir=str(conf["data_dir"]),
+        secret=secret,
+        tls=TlsFiles(**tls) if isinstance(tls, dict) else None,
+        metrics_port=None if conf.get("metrics_port") is None else int(conf["metrics_port"]),
+        sync=bool(conf.get("sync", True)),
+    )
+    for key in ("election_tick", "heartbeat_tick", "snapshot_entries", "snapshot_keep"):
+        if key in conf:
+            setattr(cfg, key, int(conf[key]))
+    if "tick_interval" in conf:
+        cfg.tick_interval = float(conf["tick_interval"])
+    cfg.validate()
+    return cfg
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from distsync.net.auth import load_secret
+    from distsync.node import Node, install_uvloop
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = _serve_config(args)
+    except (ValueError, OSError, TypeError) as exc:
+        print(f"distsync serve: {exc}", file=sys.stderr)
+        return 2
+    if cfg.secret is None:
+        cfg.secret = load_secret()  # $DISTSYNC_SECRET, else the development default + warning
+    uv = install_uvloop()
+
+    async def run() -> int:
+        node = Node(cfg)
+        await node.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: loop.create_task(node.stop()))
+        print(
+            f"distsync node {cfg.id} listening on {cfg.listen[0]}:{node.port}"
+            + (f", metrics on port {node.metrics_port}" if node.metrics_port is not None else "")
+            + (" (uvloop)" if uv else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        assert node.stopped is not None
+        await node.stopped
+        return 1 if node.failure is not None else 0
+
+    return asyncio.run(run())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from distsync.net.auth import load_secret
+    from distsync.node import fetch_status, parse_address
+
+    try:
+        addrs = [a.strip() for a in args.peers.split(",") if a.strip()]
+        targets = [(a, *parse_address(a)) for a in addrs]
+        secret = load_secret(file=args.secret_file)
+    except (ValueError, OSError) as exc:
+        print(f"distsync status: {exc}", file=sys.stderr)
+        return 2
+
+    async def one(addr: str, host: str, port: int) -> dict[str, Any]:
+        try:
+            st = await fetch_status(host, port, secret, timeout=args.timeout)
+        except Exception as exc:  # any failure is reported per node, never fatal
+            return {"address": addr, "error": f"{type(exc).__name__}: {exc}"}
+        st.pop("reply_to", None)
+        st["address"] = addr
+        return st
+
+    async def all_() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(one(*t) for t in targets)))
+
+    rows = asyncio.run(all_())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_status_table(rows))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+def _status_table(rows: list[dict[str, Any]]) -> str:
+    head = ["address", "node", "role", "term", "commit", "applied", "leader", "peers (match)"]
+    table = [head]
+    for r in rows:
+        if "error" in r:
+            table.append([r["address"], "-", "error", "", "", "", "", r["error"]])
+            continue
+        peers = r.get("peers") or {}
+        match = ", ".join(
+            f"{p}={v['match']}"
+            for p, v in sorted(peers.items())
+            if isinstance(v, dict) and "match" in v
+        )
+        table.append(
+            [
+                r["address"],
+                str(r.get("node_id")),
+                str(r.get("role")),
+                str(r.get("term")),
+                str(r.get("commit_index")),
+                str(r.get("last_applied")),
+                str(r.get("leader_id") or "-"),
+                match or "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distsync", description=__doc__)
     parser.add_argument("--version", action="version", version=f"distsync {__version__}")
@@ -48,6 +241,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     bench.set_defaults(func=_cmd_bench)
+
+    serve = sub.add_parser("serve", help="run one node of a cluster")
+    serve.add_argument("--config", metavar="FILE", help="TOML file; flags override its keys")
+    serve.add_argument("--id", help="this node's id, e.g. node_0")
+    serve.add_argument("--listen", help="host:port to listen on")
+    serve.add_argument("--peers", help="the other nodes: id=host:port,id=host:port")
+    serve.add_argument("--data-dir", dest="data_dir", help="directory of this node's LMDB data")
+    serve.add_argument("--secret-file", dest="secret_file", help="file holding the cluster secret")
+    serve.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus port")
+    serve.add_argument("--election-tick", dest="election_tick", type=int, help="ticks (default 10)")
+    serve.add_argument(
+        "--heartbeat-tick", dest="heartbeat_tick", type=int, help="ticks (default 1)"
+    )
+    serve.add_argument("--tick-interval", dest="tick_interval", type=float, help="seconds (0.05)")
+    serve.add_argument("--snapshot-entries", dest="snapshot_entries", type=int,
+                       help="snapshot after this many applied entries (default 10000)")  # fmt: skip
+    serve.add_argument("--snapshot-keep", dest="snapshot_keep", type=int,
+                       help="entries kept behind a snapshot (default 1000)")  # fmt: skip
+    serve.add_argument("--no-sync", dest="no_sync", action="store_true",
+                       help="no fsync (tests only: loses data on power failure)")  # fmt: skip
+    serve.add_argument("--log-level", dest="log_level", default="warning",
+                       choices=["debug", "info", "warning", "error"])  # fmt: skip
+    serve.set_defaults(func=_cmd_serve)
+
+    status = sub.add_parser("status", help="show each node's role, term and indexes")
+    status.add_argument("--peers", required=True, help="host:port,host:port of the nodes")
+    status.add_argument("--json", action="store_true", help="a JSON list, for scripts")
+    status.add_argument("--secret-file", dest="secret_file", help="file holding the cluster secret")
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
+    status.set_defaults(func=_cmd_status)
     return parser
 
 
