@@ -729,7 +729,16 @@ class Node:
             conn.send(env)
 
     def _on_propose(self, conn: Connection, env: Envelope) -> None:
-        data = env.payload.get("data")
+        """``propose``: ``data`` (one command, bytes) or ``batch`` (a list of them: a
+        client sends the commands issued in one turn of its event loop together). Each
+        command is its own log entry with its own result; the ``ack`` comes once all are
+        applied: ``{"index", "result"}`` for ``data``, ``{"results": [...]}`` for
+        ``batch`` with ``[index, result]`` or ``{"error": code, "message"}`` per command."""
+        payload = env.payload
+        if "batch" in payload:
+            self._on_propose_batch(conn, env, payload["batch"])
+            return
+        data = payload.get("data")
         if not isinstance(data, bytes):
             self._refuse(conn, env, InvalidRequest("field 'data' of propose must be bytes"))
             return
@@ -748,6 +757,38 @@ class Node:
                 self._refuse(conn, env, err)
 
         self._in_props.append((data, answer))
+        self._wake.set()
+
+    def _on_propose_batch(self, conn: Connection, env: Envelope, batch: Any) -> None:
+        if not isinstance(batch, list) or not batch or not all(isinstance(d, bytes) for d in batch):
+            self._refuse(
+                conn,
+                env,
+                InvalidRequest("field 'batch' of propose must be a non-empty list of bytes"),
+            )
+            return
+        core = self._core
+        if core is None or core.role != Role.LEADER:
+            self._refuse_not_leader(conn, env)
+            return
+        results: list[Any] = [None] * len(batch)
+        left = len(batch)
+
+        def answer_for(k: int) -> _Waiter:
+            def answer(index: int, result: Any, exc: BaseException | None) -> None:
+                nonlocal left
+                if exc is None:
+                    results[k] = [index, result]
+                else:
+                    code = exc.code if isinstance(exc, DistSyncError) else DistSyncError.code
+                    results[k] = {"error": code, "message": str(exc)}
+                left -= 1
+                if left == 0:
+                    self._reply(conn, env.reply(self.ids, "ack", {"results": results}))
+
+            return answer
+
+        self._in_props.extend((data, answer_for(k)) for k, data in enumerate(batch))
         self._wake.set()
 
     def _refuse_not_leader(self, conn: Connection, env: Envelope) -> None:

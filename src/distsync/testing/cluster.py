@@ -32,10 +32,11 @@ from types import TracebackType
 from typing import Any
 
 import distsync
-from distsync.errors import AuthError, ClusterUnavailable, DistSyncError
+from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, ProtocolError
 from distsync.net.envelope import Envelope, MsgIdGenerator
 from distsync.net.transport import Connection, connect
 from distsync.node import encode_command, fetch_status
+from distsync.raft import NotLeaderError
 
 __all__ = ["ProcessCluster", "ClusterClient", "free_ports"]
 
@@ -314,6 +315,9 @@ class ClusterClient:
         self._conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self.leader: str | None = None
+        # Commands waiting for the end of this event-loop turn, per node.
+        self._queued: dict[str, list[tuple[bytes, asyncio.Future[tuple[int, Any]]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         #: Lowest sequence still unanswered: tells the state machine what it may forget.
         self._open_seqs: set[int] = set()
 
@@ -363,11 +367,10 @@ class ClusterClient:
                 )
             nid = self.leader or candidates[attempt % len(candidates)]
             try:
-                conn = await self._conn(nid, min(left, 2.0))
-                env = Envelope.make(self.ids, "propose", nid, {"data": data})
-                reply = await conn.request(env, min(left, 5.0))
+                await self._conn(nid, min(left, 2.0))
+                index, result = await self._submit(nid, data, min(left, 5.0))
                 self.leader = nid
-                return int(reply.payload["index"]), reply.payload.get("result")
+                return index, result
             except AuthError:
                 raise
             except (DistSyncError, OSError, asyncio.TimeoutError) as exc:
@@ -380,6 +383,58 @@ class ClusterClient:
                     await asyncio.sleep(0 if attempt % len(candidates) else 0.02)
                 else:
                     await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _submit(self, nid: str, data: bytes, timeout: float) -> asyncio.Future[tuple[int, Any]]:
+        """Queue one command for ``nid``; every command queued in this event-loop turn
+        leaves in one ``propose`` message (``batch``), so that the node decodes, answers
+        and the client matches one envelope per turn rather than one per command. Each
+        command still is its own log entry, acknowledged with its own index and result."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        queue = self._queued.get(nid)
+        if queue is None:
+            queue = self._queued[nid] = []
+            loop.call_soon(self._flush, nid, timeout)
+        queue.append((data, fut))
+        return fut
+
+    def _flush(self, nid: str, timeout: float) -> None:
+        queue = self._queued.pop(nid, [])
+        if queue:
+            task = asyncio.ensure_future(self._send_batch(nid, queue, timeout))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_batch(
+        self, nid: str, queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]], timeout: float
+    ) -> None:
+        try:
+            conn = self._conns.get(nid)
+            if conn is None or not conn.is_open:
+                raise ClusterUnavailable(f"connection to {nid} is down")
+            env = Envelope.make(self.ids, "propose", nid, {"batch": [d for d, _ in queue]})
+            reply = await conn.request(env, timeout)
+            results = reply.payload["results"]
+            if not isinstance(results, list) or len(results) != len(queue):
+                raise ProtocolError(f"{nid} answered {len(queue)} proposals with {results!r:.80}")
+        except BaseException as exc:
+            for _, fut in queue:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), res in zip(queue, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, list) and len(res) == 2:
+                fut.set_result((int(res[0]), res[1]))
+            else:
+                code = res.get("error") if isinstance(res, dict) else None
+                msg = f"{nid}: {res.get('message') if isinstance(res, dict) else res!r}"
+                fut.set_exception(
+                    NotLeaderError(None) if code == "not_leader" else DistSyncError(msg)
+                )
 
     async def close(self) -> None:
         for conn in self._conns.values():
