@@ -985,8 +985,13 @@ class Node:
         data = self.sm.snapshot()
         conf = core.conf_state()
         keep = self.config.snapshot_keep
+        # Commit-only hard states are not written (see _handle_ready), so the stored
+        # commit may lag the applied index; a restart would then find a snapshot beyond
+        # its commit index. Writing the current one first keeps commit >= snapshot.
+        hs = core.hard_state()
 
         def write() -> None:
+            storage.set_hard_state(hs)
             storage.create_snapshot(index, conf, data)
             upto = index - keep
             if upto >= storage.first_index():
