@@ -6,8 +6,9 @@
 - the **transport** (:mod:`distsync.net`): one listening :class:`~distsync.net.Server`
   for everything inbound (peers' Raft messages, client requests) and one reconnecting
   :class:`~distsync.net.PeerLink` per peer for this node's outbound Raft messages,
-- the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`), written in a worker
-  thread so that the event loop keeps receiving while an fsync is in flight,
+- the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`): a leader writes in
+  a worker thread so that its event loop keeps receiving while its fsync is in flight;
+  a follower writes inline (see below),
 - the **apply loop**: committed entries go to a small replicated state machine
   (:class:`CounterKV`; the lock table replaces it later) with client deduplication by
   ``(client_id, sequence)`` (:class:`~distsync.raft.SessionTable`),
@@ -28,6 +29,11 @@ acknowledgements pile up in those queues; when the fsync returns, the driver fee
 all to the core at once, so the next Ready holds every proposal that arrived meanwhile:
 one append message per follower and one fsync for the whole batch. One fsync is in flight
 at a time, by construction (the driver awaits it).
+
+A follower's write must complete before its answer leaves, so its loop would have
+nothing to do but decode meanwhile; it writes inline, which spares the thread hop on the
+commit path, and what arrives during the write waits in the socket buffers and is read,
+all at once, in the next loop turn: group commit again, by the kernel's queue.
 
 Queuing rather than stepping the core during the fsync has a second purpose: the storage
 is not thread-safe, and the core reads it (terms, older entries) while it steps messages;
@@ -884,11 +890,19 @@ class Node:
         # would cost an fsync per heartbeat.
         if rd.snapshot is not None or rd.entries or rd.must_sync:
             t0 = time.perf_counter()
-            if self._executor is not None:
+            if self._executor is not None and not rd.persist_first:
+                # A leader: its appends are on their way; while its own write runs in the
+                # worker thread, the loop goes on receiving (and decoding) the answers
+                # and new proposals, which join the next batch.
                 await asyncio.get_running_loop().run_in_executor(
                     self._executor, storage.save, rd.hard_state, rd.entries, rd.snapshot
                 )
             else:
+                # A follower (or a leader whose new term must be durable first): nothing
+                # may leave before the write, and a thread hop would only add its cost to
+                # the commit path (measured: p50 ~0.9 ms inline vs ~1.05 ms in the thread
+                # at one proposer). What arrives meanwhile waits in the socket buffers and
+                # is read in the next loop turn, all at once: the next batch still.
                 storage.save(rd.hard_state, rd.entries, rd.snapshot)
             self.metrics.observe_fsync(time.perf_counter() - t0, len(rd.entries))
         # 2. send
