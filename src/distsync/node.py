@@ -520,7 +520,7 @@ class Node:
 
     node = Node(config)
     await node.start()
-    index = await node.propose(encode_command("incr"), timeout=1.0)
+    index, result = await node.propose(encode_command("incr"), timeout=1.0)
     await node.stop()
     """
 
@@ -537,7 +537,8 @@ class Node:
         self._server: Server | None = None
         self._links: dict[str, PeerLink] = {}
         self._http: asyncio.base_events.Server | None = None
-        # Durable writes happen here, one at a time, so the loop keeps receiving meanwhile.
+        # A leader's durable writes happen here, one at a time, so its loop keeps
+        # receiving meanwhile (None with sync=False: writes are then quick and inline).
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._driver: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -875,8 +876,15 @@ class Node:
                     waiter(0, None, exc)
                     continue
                 self.metrics.proposals += 1
+                old = self._waiting.get(index)
+                if old is not None:
+                    # Leader again after our log was cut below an entry we proposed in an
+                    # earlier term and never saw applied: that entry is gone.
+                    self.metrics.proposals_failed += 1
+                    old[1](index, None, ProposalDroppedError(f"entry {index} was overwritten"))
+                    self._deadline_of.pop(index, None)
                 self._waiting[index] = (term, waiter)
-                self._deadline_of.setdefault(index, time.monotonic() + self.config.propose_timeout)
+                self._deadline_of[index] = time.monotonic() + self.config.propose_timeout
 
     async def _handle_ready(self, rd: Ready) -> None:
         core = self._core
