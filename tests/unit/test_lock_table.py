@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -1065,3 +1065,41 @@ def test_table_against_oracle(impl_: str) -> None:
         LockTableVsOracle,
         settings=settings(max_examples=120, stateful_step_count=50, deadline=None),
     )
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(st.integers(0, 12), st.lists(_values, max_size=9))
+def test_decoding_any_entry_gives_a_command_or_invalid_request(op: int, fields: list[Any]) -> None:
+    """Whatever a log entry holds, decoding it raises nothing but InvalidRequest, and what
+    it returns encodes back to a command that decodes equal."""
+    data = msgpack.packb([1, op, *fields])
+    try:
+        cmd = decode_command(data)
+    except InvalidRequest:
+        return
+    assert decode_command(encode_command(cmd)) == cmd
+
+
+@given(st.binary(max_size=64))
+def test_apply_entry_never_raises_on_garbage(data: bytes) -> None:
+    t = LockTable()
+    t.apply_entry(1, data)
+    t.check_invariants()
+
+
+def test_restore_refuses_a_damaged_snapshot() -> None:
+    with pytest.raises(ValueError, match="damaged"):
+        LockTable.restore(msgpack.packb([1, 3, 0.0, [["s", "c", 1.0]], []]))
+    with pytest.raises(ValueError, match="damaged"):
+        LockTable.restore(msgpack.packb([1, 3, 0.0, [], [["r", [["s", 1, 3, 1]], []]]]))

@@ -160,6 +160,8 @@ class SessionInfo:
 
 
 class _Hold:
+    """One grant: ``session`` holds the resource in ``mode`` since entry ``token``."""
+
     __slots__ = ("session", "mode", "token", "request_id")
 
     def __init__(self, session: str, mode: Mode, token: int, request_id: RequestId) -> None:
@@ -170,6 +172,9 @@ class _Hold:
 
 
 class _Wait:
+    """One queued acquire. Its session's ``wait`` points back at it, and it is in
+    exactly one queue: the one of ``resource``."""
+
     __slots__ = ("session", "resource", "mode", "request_id", "deadline", "targets")
 
     def __init__(
@@ -191,6 +196,9 @@ class _Wait:
 
 
 class _Session:
+    """One open session. Every hold in ``holds`` is also in its resource's holders (and
+    the reverse); ``wait``, if any, is in its resource's queue."""
+
     __slots__ = ("sid", "cid", "ttl", "deadline", "holds", "wait")
 
     def __init__(self, sid: str, cid: str, ttl: float, deadline: float) -> None:
@@ -205,6 +213,9 @@ class _Session:
 
 
 class _Resource:
+    """A resource with a holder or a waiter; a free one with no waiter is deleted, so
+    memory is bounded by the live locks, not by every name ever locked."""
+
     __slots__ = ("name", "holders", "queue")
 
     def __init__(self, name: str) -> None:
@@ -723,6 +734,20 @@ class LockTable:
             raise ValueError(f"not a lock table snapshot: {exc}") from None
         if version != SNAPSHOT_VERSION:
             raise ValueError(f"unknown lock table snapshot version {version!r}")
+        try:
+            return cls._rebuild(graph_factory, applied, clock, sessions, resources)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"damaged lock table snapshot: {exc!r}") from None
+
+    @classmethod
+    def _rebuild(
+        cls,
+        graph_factory: Callable[[], WaitForGraph],
+        applied: Any,
+        clock: Any,
+        sessions: Any,
+        resources: Any,
+    ) -> LockTable:
         t = cls(graph_factory)
         t._applied = int(applied)
         t._clock = float(clock)
