@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import os
 import random
@@ -318,8 +319,11 @@ class ClusterClient:
         # Commands waiting for the end of this event-loop turn, per node.
         self._queued: dict[str, list[tuple[bytes, asyncio.Future[tuple[int, Any]]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Lowest sequence still unanswered: tells the state machine what it may forget.
+        # Sequences sent and not yet answered, and a min-heap of them with lazy deletion:
+        # the lowest tells the state machine which results it may forget, and with many
+        # proposals in flight a min() over the set per proposal would cost O(in flight).
         self._open_seqs: set[int] = set()
+        self._open_heap: list[int] = []
 
     async def _conn(self, nid: str, timeout: float) -> Connection:
         conn = self._conns.get(nid)
@@ -348,8 +352,12 @@ class ClusterClient:
         :raises ClusterUnavailable: not applied within ``timeout`` (it may still be)."""
         seq = next(self._seq)
         self._open_seqs.add(seq)
+        heap = self._open_heap
+        heapq.heappush(heap, seq)
+        while heap[0] not in self._open_seqs:
+            heapq.heappop(heap)
         try:
-            data = encode_command(op, key, value, self.client_id, seq, min(self._open_seqs))
+            data = encode_command(op, key, value, self.client_id, seq, heap[0])
             return await self.propose_raw(data, timeout=timeout)
         finally:
             self._open_seqs.discard(seq)
