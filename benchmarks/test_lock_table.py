@@ -137,3 +137,29 @@ def test_deadlock_check_on_a_long_chain(benchmark: Any, impl: str, n: int) -> No
 
     effects = benchmark.pedantic(check, rounds=20, iterations=1)
     assert isinstance(effects[0], Deadlock) and len(effects[0].cycle) == n
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_hand_off_down_a_long_mixed_queue(benchmark: Any, impl: str) -> None:
+    """1000 waiters alternating two shared, one exclusive: each release hands off while
+    999 others wait. Rewiring touches the groups that changed, not the queue."""
+    n = 1000
+    f = Feed(impl)
+    modes = [Mode.SHARED, Mode.SHARED, X]
+    for k in range(n):
+        f.apply(OpenSession(f"s{k}", f"c{k}", 10.0, 0.0))
+    acqs = [Acquire("r", modes[k % 3], f"c{k}", f"s{k}", k, 0.0) for k in range(n)]
+    rels = [Release("r", f"c{k}", f"s{k}") for k in range(n)]
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        for a in acqs:
+            f.apply(a)
+        return (), {}
+
+    def drain() -> None:
+        for r in rels:
+            f.apply(r)
+
+    benchmark.pedantic(drain, setup=setup, rounds=5, iterations=1)
+    assert f.t.resources() == []
+    benchmark.extra_info["releases_per_round"] = n

@@ -7,6 +7,7 @@ Clients are single letters; client ``a`` always uses session ``s-a``.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import msgpack
@@ -1103,3 +1104,34 @@ def test_restore_refuses_a_damaged_snapshot() -> None:
         LockTable.restore(msgpack.packb([1, 3, 0.0, [["s", "c", 1.0]], []]))
     with pytest.raises(ValueError, match="damaged"):
         LockTable.restore(msgpack.packb([1, 3, 0.0, [], [["r", [["s", 1, 3, 1]], []]]]))
+
+
+def test_long_mixed_queues_keep_exact_edges(h: Harness) -> None:
+    """Random traffic on long queues of mixed modes, with waiters leaving from the middle
+    (cancels, timeouts): after every entry each waiter's edges equal the full
+    recomputation (check_invariants), though only the changed groups are rewired."""
+    rng = random.Random(11)
+    clients = [f"k{i}" for i in range(24)]
+    h.open(*clients, ttl=1e9)
+    waiting: dict[str, Any] = {}  # client -> request id of its wait
+    longest = 0
+    for _ in range(3000):
+        c = rng.choice(clients)
+        info = h.t.session(f"s-{c}")
+        assert info is not None
+        x = rng.random()
+        if info.waiting is None and x < 0.6:
+            mode = S if rng.random() < 0.6 else X
+            effects = h.acq(c, rng.choice("rq"), mode=mode, timeout=rng.choice((None, 3.0)))
+        elif info.held and x < 0.8:
+            effects = h.rel(c, rng.choice(info.held))
+        elif info.waiting is not None and x < 0.9:
+            effects = h.do(Cancel(info.waiting, c, f"s-{c}", waiting[c]))
+        else:
+            h.now += 1.0
+            effects = h.do(ExpireWaits(h.now))
+        for e in effects:
+            if isinstance(e, Queued):
+                waiting[e.client_id] = e.request_id
+        longest = max(longest, *(len(h.waiters(r)) for r in "rq"))
+    assert longest >= 10  # the queues did get long

@@ -216,7 +216,7 @@ class _Resource:
     """A resource with a holder or a waiter; a free one with no waiter is deleted, so
     memory is bounded by the live locks, not by every name ever locked."""
 
-    __slots__ = ("name", "holders", "queue")
+    __slots__ = ("name", "holders", "queue", "dirty")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -224,6 +224,9 @@ class _Resource:
         self.holders: dict[str, _Hold] = {}
         #: FIFO. Invariant after every apply: the head is incompatible with the holders.
         self.queue: deque[_Wait] = deque()
+        #: An upper bound of the queue positions changed since the last rewire (0 when
+        #: only the head changed): where :meth:`LockTable._rewire` may stop looking.
+        self.dirty = 0
 
 
 class LockTable:
@@ -264,8 +267,11 @@ class LockTable:
             bug: entries apply once, in order).
         :raises TypeError: if ``cmd`` is not a lock command.
         """
+        # Indexes may skip (no-op and membership entries are not ours) but never repeat:
+        # a repeated index would mint a second grant with an existing fencing token.
         if type(index) is not int or index <= self._applied:
             raise ValueError(f"entry index {index!r} must exceed the applied {self._applied}")
+        # Exact type, not isinstance: a subclass could behave differently per replica.
         handler = _HANDLERS.get(type(cmd))
         if handler is None:
             raise TypeError(f"not a lock command: {type(cmd).__name__}")
@@ -417,6 +423,8 @@ class LockTable:
         if isinstance(s, Rejected):
             return [s]
         now = self._advance(c.now)
+        # Re-entrancy (module docstring): the same request again is a retry and gets the
+        # same answer; anything else on a held resource is refused, never stacked.
         h = s.holds.get(name)
         if h is not None:
             if h.request_id == rid and h.mode is c.mode:
@@ -433,6 +441,9 @@ class LockTable:
                     rid,
                 )
             ]
+        # A waiting session is blocked: one more request from it is either the retry of
+        # its wait or a second thread of control sharing the session, which would make
+        # its wait-for edges lie (it could release while "waiting").
         w = s.wait
         if w is not None:
             if w.resource == name and w.request_id == rid and w.mode is c.mode:
@@ -449,6 +460,7 @@ class LockTable:
                     rid,
                 )
             ]
+        # A new resource is free, so it is granted below and never left empty.
         res = self._resources.get(name) or self._new_resource(name)
         # FIFO: even a compatible request waits if anybody queues (no writer starvation).
         if not res.queue and _compatible(res, c.mode):
@@ -456,6 +468,9 @@ class LockTable:
         if c.timeout == 0.0:
             # Try-lock: refused now, never queued (so it cannot deadlock either).
             return [TimedOut(name, s.cid, sid, rid)]
+        # It must wait. Only new edges can close a cycle, and only through this waiter:
+        # check exactly the edges it would get, before anything changes, so a refusal
+        # leaves the table as it was.
         targets = self._tail_targets(res, c.mode)
         cycle = self._graph.would_close_cycle(sid, targets)
         if cycle is not None:
@@ -507,6 +522,8 @@ class LockTable:
         del s.holds[name]
         del self._resources[name].holders[sid]
         effects: list[Effect] = [Released(name, s.cid, sid, h.token, "release")]
+        # The hand-off happens in this same entry: the next group's grants carry this
+        # entry's index and the node answers those waiters as soon as it applies it.
         self._settle((name,), index, effects)
         return effects
 
@@ -566,6 +583,7 @@ class LockTable:
         return s.cid if s is not None else sid
 
     def _grant(self, res: _Resource, s: _Session, mode: Mode, token: int, rid: RequestId) -> Grant:
+        # Callers have checked compatibility; the hold is recorded on both sides.
         h = _Hold(s.sid, mode, token, rid)
         res.holders[s.sid] = h
         s.holds[res.name] = h
@@ -573,7 +591,13 @@ class LockTable:
 
     def _drop_wait(self, w: _Wait, s: _Session) -> None:
         """Take ``w`` out of its queue and the graph (its resource is re-settled later)."""
-        self._resources[w.resource].queue.remove(w)
+        # O(queue) removal; queues are short and cancels rare next to grants.
+        res = self._resources[w.resource]
+        i = res.queue.index(w)
+        del res.queue[i]
+        # Later removals only shift positions down, so the max stays an upper bound.
+        if i > res.dirty:
+            res.dirty = i
         s.wait = None
         self._graph.remove_waiter(s.sid)
         w.targets = ()
@@ -588,6 +612,7 @@ class LockTable:
             # One pass grants at most one group: an exclusive head, or a shared run
             # (after which the next waiter, exclusive, is incompatible).
             while q and _compatible(res, q[0].mode):
+                # The head only: FIFO never grants past a waiter that must still wait.
                 w = q.popleft()
                 s = self._sessions[w.session]
                 s.wait = None
@@ -595,19 +620,45 @@ class LockTable:
                 w.targets = ()
                 effects.append(self._grant(res, s, w.mode, index, w.request_id))
             if q:
-                self._rewire(res)
+                # Holders and the head may have changed: targets follow (never a cycle,
+                # module docstring: they only point at nodes reachable before).
+                self._rewire(res, res.dirty)
+                res.dirty = 0
             elif not res.holders:
-                del self._resources[name]
+                del self._resources[name]  # free and unwanted: forget it
 
-    def _rewire(self, res: _Resource) -> None:
+    def _rewire(self, res: _Resource, changed_upto: int) -> None:
         """Make each waiter's out-edges its group targets (module docstring): the holders
-        for the head group, the previous group's members for the others."""
+        for the head group, the previous group's members for the others.
+
+        Only groups up to position ``changed_upto`` (an upper bound of where the queue
+        changed) and the group right after can have new targets: a group that starts
+        past it with unchanged targets has unchanged members too, so every later group
+        is unchanged. A hand-off thus rewires the first two groups, not the whole queue.
+        """
         graph = self._graph
-        for w, targets in zip(res.queue, _group_targets(res), strict=True):
+        targets: tuple[str, ...] = tuple(res.holders)
+        group: list[str] = []
+        shared_run = False
+        start = 0
+        changed = False
+        for i, w in enumerate(res.queue):
+            if not (shared_run and w.mode is _SHARED):
+                # A new group starts: it waits for the whole group before it.
+                if group:
+                    if start > changed_upto and not changed:
+                        return
+                    targets = tuple(group)
+                    group = []
+                    start = i
+                    changed = False
+                shared_run = w.mode is _SHARED
+            group.append(w.session)
             if w.targets != targets:
                 graph.remove_waiter(w.session)
                 graph.add_wait(w.session, targets)
                 w.targets = targets
+                changed = True
 
     def _tail_targets(self, res: _Resource, mode: Mode) -> tuple[str, ...]:
         """The targets a new waiter in ``mode`` would get at the tail of ``res``."""
@@ -615,6 +666,8 @@ class LockTable:
         if not q:
             return tuple(res.holders)
         last = q[-1]
+        # Must match _group_targets for the waiter once appended, or the checked edges
+        # would not be the edges added.
         if mode is _SHARED and last.mode is _SHARED:
             return last.targets  # it joins the last shared run
         if last.mode is _EXCLUSIVE:
@@ -646,6 +699,7 @@ class LockTable:
         if res is None:
             return LockStatus(resource, None, (), (), 0)
         holds = list(res.holders.values())
+        # A resource with only waiters cannot exist after an apply, but stay total.
         mode = holds[0].mode if holds else None
         cid = self._client_of
         return LockStatus(
@@ -749,6 +803,8 @@ class LockTable:
         resources: Any,
     ) -> LockTable:
         t = cls(graph_factory)
+        # Holds and waits are linked to their sessions as they are read, so a reference
+        # to a session that is not in the snapshot is a KeyError: "damaged".
         t._applied = int(applied)
         t._clock = float(clock)
         for sid, cid, ttl, deadline in sessions:
@@ -765,7 +821,7 @@ class LockTable:
                 t._sessions[sid].wait = w
             # Edges in a fixed order (resources by name, queue order), each waiter's list
             # exactly as the live table had it: the graph answers only from those lists.
-            t._rewire(res)
+            t._rewire(res, len(res.queue))
         return t
 
     def __eq__(self, other: object) -> bool:
