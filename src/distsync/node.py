@@ -902,6 +902,10 @@ class Node:
                 # A leader: its appends are on their way; while its own write runs in the
                 # worker thread, the loop goes on receiving (and decoding) the answers
                 # and new proposals, which join the next batch.
+                # One loop turn first, so the appends' writes (queued for the end of the
+                # turn) reach the socket before the worker thread competes for the GIL
+                # with the Python half of the save (p50 at one proposer ~0.1 ms lower).
+                await asyncio.sleep(0)
                 await asyncio.get_running_loop().run_in_executor(
                     self._executor, storage.save, rd.hard_state, rd.entries, rd.snapshot
                 )
