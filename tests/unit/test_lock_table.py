@@ -51,6 +51,8 @@ from distsync.lock import (
     SessionRenewed,
     TimedOut,
     decode_command,
+    effect_from_wire,
+    effect_to_wire,
     encode_command,
     on_elected,
 )
@@ -1135,3 +1137,31 @@ def test_long_mixed_queues_keep_exact_edges(h: Harness) -> None:
                 waiting[e.client_id] = e.request_id
         longest = max(longest, *(len(h.waiters(r)) for r in "rq"))
     assert longest >= 10  # the queues did get long
+
+
+def test_effects_round_trip_through_plain_data(h: Harness) -> None:
+    """Every kind of effect survives effect_to_wire -> msgpack -> effect_from_wire."""
+    _busy(h)
+    seen: list[Any] = []
+    future = _future(h, h.t, h.index)
+    h.index += len(future)
+    for es in future:
+        seen += es
+    seen += h.do(OpenSession("s-z", "z", 1.0, 20.0))
+    seen += h.do(KeepAlive("s-z", "z", 20.5))
+    seen += h.do(CloseSession("s-z", "z"))
+    seen += h.do(Cancel("r", "zz", "s-zz", 1))
+    seen.append(Queued("r", "a", "s-a", S, "x", 3))
+    seen.append(Cancelled("r", "a", "s-a", 1, "cancelled"))
+    kinds_seen = {type(e).__name__ for e in seen}
+    assert len(kinds_seen) == 11, kinds_seen
+    for e in seen:
+        wire = msgpack.unpackb(msgpack.packb(effect_to_wire(e)))
+        assert effect_from_wire(wire) == e
+    with pytest.raises(ValueError, match="unknown effect"):
+        effect_from_wire({"effect": "nope"})
+    with pytest.raises(ValueError, match="lacks token"):
+        effect_from_wire(
+            {"effect": "released", "resource": "r"}
+            | dict.fromkeys(["client_id", "session_id", "reason"], "x")
+        )

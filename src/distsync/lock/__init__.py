@@ -34,6 +34,8 @@ from distsync.lock.effects import (
     SessionOpened,
     SessionRenewed,
     TimedOut,
+    effect_from_wire,
+    effect_to_wire,
 )
 from distsync.lock.leader import ExpiryScheduler, LeaderClock, on_elected
 from distsync.lock.table import LockStatus, LockTable, SessionInfo
@@ -68,6 +70,8 @@ __all__ = [
     "SessionRenewed",
     "TimedOut",
     "decode_command",
+    "effect_from_wire",
+    "effect_to_wire",
     "encode_command",
     "on_elected",
 ]

@@ -8,12 +8,16 @@ is exactly one of :class:`Grant`, :class:`Queued` (then later exactly one of Gra
 matched by ``(session_id, request_id)``.
 
 Records carrying a failure have ``error()``, the :mod:`distsync.errors` exception the
-client should see.
+client should see. :func:`effect_to_wire` and :func:`effect_from_wire` turn a record into
+plain msgpack-able data and back: for replies, and for results the node keeps for
+deduplication (which go into snapshots).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from distsync.errors import DeadlockError, DistSyncError, InvalidRequest, LockTimeout
 from distsync.lock.commands import Mode, RequestId
@@ -31,6 +35,8 @@ __all__ = [
     "SessionRenewed",
     "SessionClosed",
     "SessionExpired",
+    "effect_to_wire",
+    "effect_from_wire",
 ]
 
 
@@ -187,3 +193,64 @@ Effect = (
     | SessionClosed
     | SessionExpired
 )
+
+
+_KINDS: dict[str, type] = {
+    "grant": Grant,
+    "queued": Queued,
+    "deadlock": Deadlock,
+    "rejected": Rejected,
+    "released": Released,
+    "timed_out": TimedOut,
+    "cancelled": Cancelled,
+    "session_opened": SessionOpened,
+    "session_renewed": SessionRenewed,
+    "session_closed": SessionClosed,
+    "session_expired": SessionExpired,
+}
+_NAMES = {cls: name for name, cls in _KINDS.items()}
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _NAMES}
+
+
+def effect_to_wire(effect: Effect) -> dict[str, Any]:
+    """``effect`` as a plain dict: ``{"effect": "grant", "resource": ..., ...}``, the mode
+    as its string and tuples as lists."""
+    cls = type(effect)
+    out: dict[str, Any] = {"effect": _NAMES[cls]}
+    for name in _FIELDS[cls]:
+        v = getattr(effect, name)
+        if isinstance(v, Mode):
+            v = v.value
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[name] = v
+    return out
+
+
+def effect_from_wire(data: dict[str, Any]) -> Effect:
+    """The inverse of :func:`effect_to_wire`.
+
+    :raises ValueError: naming the problem, if ``data`` is no effect.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"an effect is a dict, not {type(data).__name__}")
+    cls = _KINDS.get(data.get("effect"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown effect {data.get('effect')!r}")
+    names = _FIELDS[cls]
+    missing = [n for n in names if n not in data and _required(cls, n)]
+    if missing:
+        raise ValueError(f"{_NAMES[cls]} effect lacks {', '.join(missing)}")
+    kw = {n: data[n] for n in names if n in data}
+    if "mode" in kw:
+        kw["mode"] = Mode(kw["mode"])
+    for n in ("cycle", "cycle_sessions"):
+        if n in kw:
+            kw[n] = tuple(kw[n])
+    effect: Effect = cls(**kw)
+    return effect
+
+
+def _required(cls: type, name: str) -> bool:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default is dataclasses.MISSING
