@@ -95,6 +95,15 @@ def _time(value: object, field: str, *, positive: bool = False, optional: bool =
     return v
 
 
+def _fix_time(obj: object, field: str, *, positive: bool = False, optional: bool = False) -> None:
+    # Stores the float only when it differs from what was given (an int, say): setting a
+    # frozen field costs more than the check, and this runs for every decoded entry.
+    v = getattr(obj, field)
+    t = _time(v, field, positive=positive, optional=optional)
+    if t is not v:
+        object.__setattr__(obj, field, t)
+
+
 def _request_id(value: object) -> RequestId:
     if type(value) is int:
         return value
@@ -132,8 +141,8 @@ class OpenSession:
     def __post_init__(self) -> None:
         _name(self.session_id, "session_id")
         _name(self.client_id, "client_id")
-        object.__setattr__(self, "ttl", _time(self.ttl, "ttl", positive=True))
-        object.__setattr__(self, "now", _time(self.now, "now"))
+        _fix_time(self, "ttl", positive=True)
+        _fix_time(self, "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +156,7 @@ class KeepAlive:
     def __post_init__(self) -> None:
         _name(self.session_id, "session_id")
         _name(self.client_id, "client_id")
-        object.__setattr__(self, "now", _time(self.now, "now"))
+        _fix_time(self, "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +186,13 @@ class Acquire:
 
     def __post_init__(self) -> None:
         _name(self.resource, "resource")
-        object.__setattr__(self, "mode", _mode(self.mode))
+        if type(self.mode) is not Mode:
+            object.__setattr__(self, "mode", _mode(self.mode))
         _name(self.client_id, "client_id")
         _name(self.session_id, "session_id")
         _request_id(self.request_id)
-        object.__setattr__(self, "now", _time(self.now, "now"))
-        object.__setattr__(self, "timeout", _time(self.timeout, "timeout", optional=True))
+        _fix_time(self, "now")
+        _fix_time(self, "timeout", optional=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +236,7 @@ class ExpireSessions:
     now: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "now", _time(self.now, "now"))
+        _fix_time(self, "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +246,7 @@ class ExpireWaits:
     now: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "now", _time(self.now, "now"))
+        _fix_time(self, "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +259,8 @@ class ExtendSessions:
     by: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "now", _time(self.now, "now"))
-        object.__setattr__(self, "by", _time(self.by, "by"))
+        _fix_time(self, "now")
+        _fix_time(self, "by")
 
 
 Command = (
@@ -318,11 +328,11 @@ def decode_command(data: bytes) -> Command:
         raise InvalidRequest(
             f"{cls.__name__} takes {len(names)} fields ({', '.join(names)}), got {len(args)}"
         )
-    kw = dict(zip(names, args, strict=True))
-    if "mode" in kw:
-        m = kw["mode"]
+    if cls is Acquire:
+        m = args[1]
         if type(m) is not int or m not in _CODE_MODE:
             raise InvalidRequest(f"mode must be 0 (shared) or 1 (exclusive), not {m!r}")
-        kw["mode"] = _CODE_MODE[m]
-    cmd: Command = cls(**kw)
+        args[1] = _CODE_MODE[m]
+    # Positional, in declaration order: the layout of the encoding.
+    cmd: Command = cls(*args)
     return cmd
