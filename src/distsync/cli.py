@@ -121,12 +121,23 @@ def _serve_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def _quiet_load_secret(file: str | None = None) -> bytes:
+    """load_secret, with its warning shown once: as the logged line, not also as a Python
+    warning pointing at this source file."""
+    import warnings
+
+    from distsync.net.auth import InsecureSecretWarning, load_secret
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureSecretWarning)
+        return load_secret(file=file)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import signal
 
-    from distsync.net.auth import load_secret
     from distsync.node import Node, install_uvloop
 
     logging.basicConfig(
@@ -139,7 +150,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"distsync serve: {exc}", file=sys.stderr)
         return 2
     if cfg.secret is None:
-        cfg.secret = load_secret()  # $DISTSYNC_SECRET, else the development default + warning
+        cfg.secret = _quiet_load_secret()  # $DISTSYNC_SECRET, else the dev default + warning
     uv = install_uvloop()
 
     async def run() -> int:
@@ -166,13 +177,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from distsync.net.auth import load_secret
     from distsync.node import fetch_status, parse_address
 
     try:
         addrs = [a.strip() for a in args.peers.split(",") if a.strip()]
         targets = [(a, *parse_address(a)) for a in addrs]
-        secret = load_secret(file=args.secret_file)
+        secret = _quiet_load_secret(args.secret_file)
     except (ValueError, OSError) as exc:
         print(f"distsync status: {exc}", file=sys.stderr)
         return 2
