@@ -56,10 +56,10 @@ groups are never both shared), ``Gk`` needs all of ``G(k-1)`` to release. So an 
 ``w -> v`` always means "w cannot be granted before v releases" (no false positive), and
 the transitive closure gives every holder or earlier-group waiter that ``w`` really waits
 for (no false negative): a cycle exists exactly when there is a deadlock. Waiters of one
-shared run get no edge to each other -- they are granted together -- which is where the
-naive "wait for everyone ahead" rule reports false cycles. The edge count is linear in the
-queue length (each group points only at the previous one), so a long chain costs a linear
-check, not a quadratic graph.
+shared run get no edge to each other -- they are granted together, so "c waits for b"
+would be false there, and a cycle named through it would name a session that blocks
+nobody. The edge count is linear in the queue length (each group points only at the
+previous one), so a long chain costs a linear check, not a quadratic graph.
 
 Because a waiting session waits for nothing else (one wait per session), every path out
 of a waiter stays inside its resource's queue until it reaches a holder of that resource;
