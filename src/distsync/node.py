@@ -705,11 +705,17 @@ class Node:
             except ProtocolError as exc:
                 self._refuse(conn, env, exc, close=True)
                 return
-            if env.receiver_id != self.id:
+            if env.receiver_id != self.id or env.sender_id not in self.config.peers:
+                # Only the configured peers speak Raft to us (a client holding the secret
+                # must not pose as a voter), and only to us.
                 self._refuse(
                     conn,
                     env,
-                    ProtocolError(f"Raft message for {env.receiver_id!r} sent to {self.id!r}"),
+                    ProtocolError(
+                        f"Raft message from {env.sender_id!r} to {env.receiver_id!r}: "
+                        f"this is {self.id!r}, its peers are {sorted(self.config.peers)}"
+                    ),
+                    close=True,
                 )
                 return
             self._in_msgs.append(m)

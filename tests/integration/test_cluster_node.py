@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distsync.errors import InvalidRequest
+from distsync.errors import InvalidRequest, ProtocolError
 from distsync.net.envelope import Envelope
 from distsync.net.transport import connect
 from distsync.node import Node, NodeConfig, encode_command
@@ -96,7 +96,17 @@ def test_propose_in_process_and_over_the_wire_with_redirect(tmp_path: Path) -> N
                 assert reply.payload["leader_addr"] == f"127.0.0.1:{leader.port}"
             finally:
                 conn.close()
+            # A client holding the secret cannot pose as a voter: refused, term unchanged.
+            term = leader.status()["term"]
+            conn = await connect("127.0.0.1", leader.port, "client-c", SECRET)
+            try:
+                vote = Envelope.make(conn.ids, "request_vote", leader.id, {"t": term + 5, "i": 99})
+                with pytest.raises(ProtocolError, match="Raft message from 'client-c'"):
+                    await conn.request(vote, 5)
+            finally:
+                conn.close()
             st = leader.status()
+            assert st["term"] == term and st["role"] == "leader"
             assert st["counter"] == 4 and st["role"] == "leader" and st["leader_id"] == leader.id
             assert set(st["peers"]) == {n.id for n in nodes if n is not leader}
             assert all(p["match"] <= st["last_index"] for p in st["peers"].values())
