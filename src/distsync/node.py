@@ -63,7 +63,33 @@ from typing import Any
 
 import msgpack
 
-from distsync.errors import ClusterUnavailable, DistSyncError, InvalidRequest, ProtocolError
+from distsync.errors import (
+    ClusterUnavailable,
+    DistSyncError,
+    InvalidRequest,
+    ProtocolError,
+)
+from distsync.lock import (
+    Acquire,
+    Cancel,
+    Cancelled,
+    CloseSession,
+    ExpiryScheduler,
+    Grant,
+    KeepAlive,
+    LeaderClock,
+    LockTable,
+    OpenSession,
+    Rejected,
+    Release,
+    SessionClosed,
+    SessionExpired,
+    TimedOut,
+    effect_to_wire,
+    on_elected,
+)
+from distsync.lock import Command as LockCommand
+from distsync.lock import encode_command as encode_lock_command
 from distsync.net.auth import client_ssl_context, load_secret, server_ssl_context
 from distsync.net.envelope import Envelope, MsgIdGenerator, error_envelope
 from distsync.net.transport import Backoff, Connection, PeerLink, Server
@@ -92,6 +118,9 @@ __all__ = [
     "NodeConfig",
     "Node",
     "CounterKV",
+    "ServiceState",
+    "LOCK_TAG",
+    "encode_lock_entry",
     "NodeMetrics",
     "encode_command",
     "message_to_payload",
@@ -284,6 +313,116 @@ class CounterKV:
         self.kv = dict(obj["kv"])
         self.sessions = SessionTable.load(obj["sessions"])
         self.applied_commands = int(obj["applied_commands"])
+
+
+#: First byte of a lock-service entry. A counter/KV command is a msgpack array (first
+#: byte 0x90..0x9f), so one byte tells the two services' entries apart on every replica
+#: without decoding, and an old log of counter commands still applies unchanged.
+LOCK_TAG = b"L"
+
+
+def encode_lock_entry(
+    cmd: LockCommand,
+    client_id: str = "",
+    sequence: int | None = None,
+    first_unacked: int | None = None,
+) -> bytes:
+    """A lock command as log entry data: :data:`LOCK_TAG`, then ``[client_id, sequence,
+    first_unacked, command bytes]``. ``sequence`` None (the leader's own expiry and
+    extension commands): no deduplication."""
+    body: bytes = msgpack.packb(
+        [client_id, sequence, first_unacked, encode_lock_command(cmd)], use_bin_type=True
+    )
+    return LOCK_TAG + body
+
+
+class ServiceState(CounterKV):
+    """The node's replicated state: the counter/KV commands of :class:`CounterKV` and the
+    lock service's :class:`~distsync.lock.LockTable`, with its own ``(client_id,
+    sequence)`` deduplication (a lock client numbers its own commands).
+
+    A lock entry's result is the list of its effects as plain data
+    (:func:`~distsync.lock.effect_to_wire`), which is what deduplication keeps and what a
+    snapshot stores; :attr:`last_effects` holds the effects of the entry just applied
+    when it really ran (empty for a duplicate), for the node to answer waiters from.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.locks = LockTable()
+        self.lock_sessions = SessionTable()
+        self.last_effects: list[Any] = []
+
+    def apply(self, data: bytes, index: int = 0) -> Any:
+        """Apply one committed entry (``index`` is its Raft index: lock grants carry it as
+        their fencing token); returns the command's result."""
+        if data[:1] != LOCK_TAG:
+            self.last_effects = []
+            return super().apply(data)
+        self.applied_commands += 1
+        effects: list[Any] = []
+        self.last_effects = effects
+        try:
+            client_id, seq, first_unacked, cmd = msgpack.unpackb(data[1:], raw=False)
+        except Exception:
+            # Only a leader writes these, from validated commands: count it, touch nothing.
+            return None
+
+        def execute() -> Any:
+            # The table decodes and re-validates; an entry it refuses applies as a Rejected.
+            try:
+                got = self.locks.apply_entry(index, cmd)
+            except InvalidRequest as exc:
+                got = [Rejected("bad_command", str(exc))]
+            effects.extend(got)
+            return [effect_to_wire(e) for e in got]
+
+        if isinstance(client_id, str) and client_id and isinstance(seq, int):
+            try:
+                result = self.lock_sessions.apply(
+                    client_id,
+                    seq,
+                    execute,
+                    first_unacked if isinstance(first_unacked, int) else None,
+                )
+            except StaleSequenceError as exc:
+                return {"error": exc.code, "message": str(exc)}
+        else:
+            result = execute()
+        # A client with no session left cannot be waiting for any answer: forget its
+        # deduplication record (every replica decides this from the same entry).
+        for e in effects:
+            if isinstance(e, (SessionExpired, SessionClosed)) and not any(
+                s.client_id == e.client_id for s in self.locks.sessions()
+            ):
+                self.lock_sessions.expire(e.client_id)
+        return result
+
+    def snapshot(self) -> bytes:
+        out: bytes = msgpack.packb(
+            {
+                "kv": super().snapshot(),
+                "locks": self.locks.snapshot(),
+                "lock_sessions": self.lock_sessions.dump(),
+            },
+            use_bin_type=True,
+        )
+        return out
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.__init__()  # type: ignore[misc]
+            return
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if "locks" not in obj:
+            # A snapshot written before the lock service: the counter/KV part only.
+            super().restore(data)
+            self.locks = LockTable()
+            self.lock_sessions = SessionTable()
+            return
+        super().restore(obj["kv"])
+        self.locks = LockTable.restore(obj["locks"])
+        self.lock_sessions = SessionTable.load(obj["lock_sessions"])
 
 
 # ==== Raft messages in envelopes ================================================================
@@ -505,6 +644,11 @@ async def _serve_http(
         writer.close()
 
 
+def _ignore(index: int, result: Any, exc: BaseException | None) -> None:
+    """The waiter of the leader's own proposals (expiry, session extension): nobody to
+    answer; a lost one is proposed again by the scheduler."""
+
+
 # ==== the node ===================================================================================
 
 _ROLE_NAMES = {
@@ -536,7 +680,7 @@ class Node:
         self.id = config.id
         self.ids = MsgIdGenerator(config.id)
         self.metrics = NodeMetrics(config.id)
-        self.sm = CounterKV()
+        self.sm = ServiceState()
         self._secret = config.secret
         self._storage: LmdbStorage | None = None
         self._core: RaftCore | None = None
@@ -562,6 +706,19 @@ class Node:
         self._deadline_of: dict[int, float] = {}
         self._applied = 0
         self._snapshot_index = 0
+        # The lock service's leader state (module docstring of distsync.lock): the clock
+        # stamped into commands and the expiry decisions; None/idle while not leading.
+        self._lock_clock: LeaderClock | None = None
+        self._expiry = ExpiryScheduler()
+        # Acquires that queued, answered from the entry that grants (or ends) them:
+        # (session_id, request_id) -> answer(effect as plain data).
+        self._acquires: dict[tuple[str, Any], Callable[[dict[str, Any]], None]] = {}
+        # ReadIndex (lock_status): requests queued for the driver, requests the core
+        # holds (context -> answer), and confirmed ones awaiting the apply of their index.
+        self._in_reads: list[tuple[bytes, Callable[[BaseException | None], None]]] = []
+        self._reads: dict[bytes, Callable[[BaseException | None], None]] = {}
+        self._reads_ready: list[tuple[int, bytes]] = []
+        self._read_counter = 0
         #: Set when the node stopped because of an error (e.g. storage failure).
         self.failure: BaseException | None = None
         #: Resolves when the node has stopped (for ``serve``: exit then).
@@ -672,6 +829,7 @@ class Node:
         if self._storage is not None:
             self._storage.close()
         self._fail_waiting(ClusterUnavailable(f"node {self.id} stopped"))
+        self._drop_lock_requests(ClusterUnavailable(f"node {self.id} stopped"))
         if self.stopped is not None and not self.stopped.done():
             self.stopped.set_result(None)
 
@@ -730,6 +888,8 @@ class Node:
             self._wake.set()
         elif t == "propose":
             self._on_propose(conn, env)
+        elif t in self._LOCK_HANDLERS:
+            self._LOCK_HANDLERS[t](self, conn, env)
         elif t == "status":
             self._reply(conn, env.reply(self.ids, "status", self.status()))
         elif t == "error":
@@ -872,6 +1032,20 @@ class Node:
             core.tick()
         if ticks and self._held:
             self._send_held()
+        if ticks and self._lock_clock is not None and core.role == Role.LEADER:
+            # Expiry is the leader's decision on its clock, committed through the log.
+            now = self._lock_clock.now(time.monotonic())
+            for cmd in self._expiry.poll(self.sm.locks, now):
+                self._in_props.append((encode_lock_entry(cmd), _ignore))
+        if self._in_reads:
+            reads, self._in_reads = self._in_reads, []
+            for ctx, answer in reads:
+                try:
+                    core.read_index(ctx)
+                except NotLeaderError as exc:
+                    answer(exc)
+                    continue
+                self._reads[ctx] = answer
         if self._in_msgs:
             msgs, self._in_msgs = self._in_msgs, []
             for m in msgs:
@@ -906,6 +1080,8 @@ class Node:
         core = self._core
         storage = self._storage
         assert core is not None and storage is not None
+        if rd.soft_state is not None:
+            self._on_role(rd.soft_state.role)
         if not rd.persist_first:
             # Thesis §10.2.1: the leader's appends leave now; its fsync overlaps theirs.
             self._send(rd.messages)
@@ -946,6 +1122,10 @@ class Node:
             )
         if rd.committed_entries:
             self._apply(rd.committed_entries)
+        if rd.read_states:
+            self._reads_ready.extend((rs.index, rs.context) for rs in rd.read_states)
+        if self._reads_ready:
+            self._serve_reads()
         # 4. advance
         core.advance(rd)
         if self._applied - self._snapshot_index >= self.config.snapshot_entries:
@@ -1009,7 +1189,9 @@ class Node:
         for e in entries:
             result: Any = None
             if e.kind == EntryKind.NORMAL:
-                result = sm.apply(e.data)
+                result = sm.apply(e.data, e.index)
+                if self._acquires and sm.last_effects:
+                    self._answer_acquires(sm.last_effects)
             elif e.kind == EntryKind.CONFIG:
                 core.apply_conf_change(ConfChange.decode(e.data))
             self._applied = e.index
@@ -1074,6 +1256,272 @@ class Node:
             write()
         self._snapshot_index = index
         self.metrics.snapshots_taken += 1
+
+    # -- the lock service --------------------------------------------------------------------------
+
+    def _on_role(self, role: Role) -> None:
+        """Start or stop leading the lock service when the Raft role changes."""
+        core = self._core
+        assert core is not None
+        if role == Role.LEADER and self._lock_clock is None:
+            cfg = self.config
+            clock, first = on_elected(
+                self.sm.locks, time.monotonic(), cfg.election_tick * cfg.tick_interval
+            )
+            self._lock_clock = clock
+            self._expiry = ExpiryScheduler(retry=max(0.1, 2 * cfg.tick_interval))
+            # First in the queue, so in log order the extension precedes every expiry and
+            # every client command this leader proposes.
+            self._in_props.insert(0, (encode_lock_entry(first), _ignore))
+            self._wake.set()
+        elif role != Role.LEADER and self._lock_clock is not None:
+            self._lock_clock = None
+            # Whoever waits here must ask the new leader (with the same request, which
+            # the table and deduplication answer from where it stands).
+            self._drop_lock_requests(NotLeaderError(core.lead))
+
+    def _drop_lock_requests(self, exc: DistSyncError) -> None:
+        acquires, self._acquires = self._acquires, {}
+        for answer in acquires.values():
+            answer({"effect": "error", "code": exc.code, "message": str(exc)})
+        reads, self._reads = self._reads, {}
+        self._reads_ready.clear()
+        in_reads, self._in_reads = self._in_reads, []
+        for _, read in [*reads.items(), *in_reads]:
+            read(exc)
+
+    def _answer_acquires(self, effects: list[Any]) -> None:
+        """Answer the queued acquires this entry ended: a hand-off grant, a timeout or a
+        cancel (an expired or closed session's wait)."""
+        acquires = self._acquires
+        for e in effects:
+            if isinstance(e, (Grant, TimedOut, Cancelled)):
+                answer = acquires.pop((e.session_id, e.request_id), None)
+                if answer is not None:
+                    answer(effect_to_wire(e))
+
+    def _serve_reads(self) -> None:
+        keep = []
+        for index, ctx in self._reads_ready:
+            if index > self._applied:
+                keep.append((index, ctx))
+                continue
+            answer = self._reads.pop(ctx, None)
+            if answer is not None:
+                answer(None)
+        self._reads_ready = keep
+
+    def _leading(self, conn: Connection, env: Envelope) -> LeaderClock | None:
+        """The lock clock if this node leads; otherwise answers ``not_leader``."""
+        core = self._core
+        if core is None or core.role != Role.LEADER or self._lock_clock is None:
+            self._refuse_not_leader(conn, env)
+            return None
+        return self._lock_clock
+
+    def _propose_lock(
+        self,
+        conn: Connection,
+        env: Envelope,
+        build: Callable[[float], Any],
+        then: Callable[[list[dict[str, Any]]], None],
+    ) -> None:
+        """Build a command from the request (``build(now)``; ``InvalidRequest`` refuses it
+        before it reaches the log), propose it with the request's ``seq`` and
+        ``first_unacked`` for deduplication, and call ``then(effects)`` once applied."""
+        clock = self._leading(conn, env)
+        if clock is None:
+            return
+        p = env.payload
+        seq, first = p.get("seq"), p.get("first_unacked")
+        try:
+            if seq is not None and (type(seq) is not int or seq < 0):
+                raise InvalidRequest(f"field 'seq' must be a non-negative int, not {seq!r}")
+            if first is not None and type(first) is not int:
+                raise InvalidRequest(f"field 'first_unacked' must be an int, not {first!r}")
+            cmd = build(clock.now(time.monotonic()))
+        except InvalidRequest as exc:
+            self._refuse(conn, env, exc)
+            return
+        data = encode_lock_entry(cmd, env.sender_id, seq, first)
+
+        def applied(index: int, result: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                if isinstance(exc, NotLeaderError):
+                    self._refuse_not_leader(conn, env)
+                else:
+                    err = exc if isinstance(exc, DistSyncError) else DistSyncError(str(exc))
+                    self._refuse(conn, env, err)
+            elif isinstance(result, dict):  # a stale sequence
+                err = InvalidRequest(str(result.get("message")))
+                err.code = str(result.get("error"))
+                self._refuse(conn, env, err)
+            elif not isinstance(result, list) or not result:
+                self._refuse(conn, env, InvalidRequest("the command applied to nothing"))
+            else:
+                then(result)
+
+        self._in_props.append((data, applied))
+        self._wake.set()
+
+    def _ack_effect(self, conn: Connection, env: Envelope, effect: dict[str, Any]) -> None:
+        if effect.get("effect") == "error":
+            # A waiter dropped by this node (it stopped leading): the client retries.
+            if effect.get("code") == NotLeaderError.code:
+                self._refuse_not_leader(conn, env)
+            else:
+                self._refuse(conn, env, ClusterUnavailable(str(effect.get("message"))))
+            return
+        self._reply(conn, env.reply(self.ids, "ack", {"effect": effect}))
+
+    def on_lock_acquire(self, conn: Connection, env: Envelope) -> None:
+        """``lock_acquire`` ``{resource, mode, session_id, request_id, timeout, seq,
+        first_unacked}``: answered once with ``ack {"effect": ...}`` -- a grant, or the
+        refusal (deadlock, rejected, timed_out, cancelled) -- when the acquire ends, which
+        for a queued one is the entry that hands it the lock."""
+        p = env.payload
+
+        def build(now: float) -> Acquire:
+            return Acquire(
+                p.get("resource"),  # type: ignore[arg-type]
+                p.get("mode", "exclusive"),
+                env.sender_id,
+                p.get("session_id"),  # type: ignore[arg-type]
+                p.get("request_id"),  # type: ignore[arg-type]
+                now,
+                p.get("timeout"),
+            )
+
+        def then(effects: list[dict[str, Any]]) -> None:
+            sid, name = p.get("session_id"), p.get("resource")
+            rid: Any = p.get("request_id")
+            mine = [e for e in effects if e.get("session_id") == sid and e.get("request_id") == rid]
+            eff = mine[0] if mine else effects[0]
+            if eff["effect"] != "queued":
+                self._ack_effect(conn, env, eff)
+                return
+            # Queued -- now, or when it was first applied (a deduplicated retry). Where
+            # the wait stands now decides: still queued, granted meanwhile, or ended.
+            table = self.sm.locks
+            info = table.session(str(sid))
+            if info is not None and info.waiting == name:
+                self._acquires[(str(sid), rid)] = lambda e: self._ack_effect(conn, env, e)
+                return
+            grant = table.hold(str(sid), str(name))
+            if grant is not None and grant.request_id == rid:
+                self._ack_effect(conn, env, effect_to_wire(grant))
+            elif info is None:
+                ended = Cancelled(str(name), env.sender_id, str(sid), rid, "session_expired")
+                self._ack_effect(conn, env, effect_to_wire(ended))
+            else:
+                ended_t = TimedOut(str(name), env.sender_id, str(sid), rid)
+                self._ack_effect(conn, env, effect_to_wire(ended_t))
+
+        self._propose_lock(conn, env, build, then)
+
+    def on_lock_release(self, conn: Connection, env: Envelope) -> None:
+        """``lock_release`` ``{resource, session_id, token, seq, first_unacked}``; with
+        ``cancel: request_id`` instead, withdraws that waiting acquire. Answered with
+        ``ack {"effect": released | cancelled | rejected}``."""
+        p = env.payload
+
+        def build(now: float) -> Release | Cancel:
+            if "cancel" in p:
+                return Cancel(p.get("resource"), env.sender_id, p.get("session_id"), p["cancel"])  # type: ignore[arg-type]
+            return Release(p.get("resource"), env.sender_id, p.get("session_id"), p.get("token"))  # type: ignore[arg-type]
+
+        self._propose_lock(
+            conn, env, build, lambda effects: self._ack_effect(conn, env, effects[0])
+        )
+
+    def on_session_open(self, conn: Connection, env: Envelope) -> None:
+        """``session_open`` ``{session_id, ttl, seq, first_unacked}``."""
+        p = env.payload
+
+        def build(now: float) -> OpenSession:
+            return OpenSession(p.get("session_id"), env.sender_id, p.get("ttl"), now)  # type: ignore[arg-type]
+
+        self._propose_lock(
+            conn, env, build, lambda effects: self._ack_effect(conn, env, effects[0])
+        )
+
+    def on_session_keepalive(self, conn: Connection, env: Envelope) -> None:
+        """``session_keepalive`` ``{session_id}``: the deadline moves to now + ttl (a
+        keepalive is idempotent, so it needs no sequence)."""
+        p = env.payload
+
+        def build(now: float) -> KeepAlive:
+            return KeepAlive(p.get("session_id"), env.sender_id, now)  # type: ignore[arg-type]
+
+        self._propose_lock(
+            conn, env, build, lambda effects: self._ack_effect(conn, env, effects[0])
+        )
+
+    def on_session_close(self, conn: Connection, env: Envelope) -> None:
+        """``session_close`` ``{session_id, seq, first_unacked}``: its locks are released."""
+        p = env.payload
+
+        def build(now: float) -> CloseSession:
+            return CloseSession(p.get("session_id"), env.sender_id)  # type: ignore[arg-type]
+
+        self._propose_lock(
+            conn, env, build, lambda effects: self._ack_effect(conn, env, effects[0])
+        )
+
+    def on_lock_status(self, conn: Connection, env: Envelope) -> None:
+        """``lock_status`` ``{resource}``: a linearizable read (ReadIndex) answered with
+        ``ack {resource, mode, holders, waiters, fencing_token}`` (client ids)."""
+        resource = env.payload.get("resource")
+        if type(resource) is not str or not resource:
+            self._refuse(conn, env, InvalidRequest("field 'resource' must be a non-empty str"))
+            return
+        if self._leading(conn, env) is None:
+            return
+
+        def answer(exc: BaseException | None) -> None:
+            if exc is not None:
+                if isinstance(exc, NotLeaderError):
+                    self._refuse_not_leader(conn, env)
+                else:
+                    err = exc if isinstance(exc, DistSyncError) else DistSyncError(str(exc))
+                    self._refuse(conn, env, err)
+                return
+            st = self.sm.locks.status(resource)
+            self._reply(
+                conn,
+                env.reply(
+                    self.ids,
+                    "ack",
+                    {
+                        "resource": st.resource,
+                        "mode": None if st.mode is None else st.mode.value,
+                        "holders": list(st.holders),
+                        "waiters": list(st.waiters),
+                        "fencing_token": st.fencing_token,
+                    },
+                ),
+            )
+
+        self._read_counter += 1
+        ctx = b"%d" % self._read_counter
+        self._in_reads.append((ctx, answer))
+        self._wake.set()
+
+        def expire() -> None:
+            late = self._reads.pop(ctx, None)
+            if late is not None:
+                late(ClusterUnavailable(f"lock_status of {resource!r} not confirmed in time"))
+
+        asyncio.get_running_loop().call_later(self.config.propose_timeout, expire)
+
+    _LOCK_HANDLERS: dict[str, Callable[[Node, Connection, Envelope], None]] = {
+        "lock_acquire": on_lock_acquire,
+        "lock_release": on_lock_release,
+        "lock_status": on_lock_status,
+        "session_open": on_session_open,
+        "session_keepalive": on_session_keepalive,
+        "session_close": on_session_close,
+    }
 
     # -- read-outs ---------------------------------------------------------------------------------
 

@@ -725,6 +725,15 @@ class LockTable:
             s.sid, s.cid, s.ttl, s.deadline, tuple(sorted(s.holds)), w.resource if w else None
         )
 
+    def hold(self, session_id: str, resource: str) -> Grant | None:
+        """The grant by which ``session_id`` holds ``resource`` now (None: it does not):
+        what a node answers an acquire retried after its grant was applied."""
+        s = self._sessions.get(session_id)
+        h = s.holds.get(resource) if s is not None else None
+        if s is None or h is None:
+            return None
+        return Grant(resource, s.cid, s.sid, h.mode, h.token, h.request_id)
+
     def sessions(self) -> list[SessionInfo]:
         """Every open session, by session id."""
         return [self.session(sid) for sid in sorted(self._sessions)]  # type: ignore[misc]

@@ -74,6 +74,8 @@ EXTRA_MSG_TYPES: tuple[str, ...] = (
     "install_snapshot",
     "timeout_now",
     "session_keepalive",
+    "session_open",
+    "session_close",
     "ack",
     "error",
     "topology",
