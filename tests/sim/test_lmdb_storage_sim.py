@@ -1,22 +1,21 @@
 """Seeded cluster simulations with every node on an LmdbStorage (real LMDB files).
 
-The simulator keeps each node's storage in ``SimNode.storage`` and builds clusters through
-``distsync.testing.sim.Cluster``; :class:`LmdbCluster` swaps in an LmdbStorage when a node
-first starts, and makes a crash a real restart of the storage (close, reopen from disk)
-on top of the simulator's own crash model. Storage semantics are the only difference, so
-a seed must replay *exactly* as it does on MemoryStorage: same events, same messages,
-same leaders, same applied digests. Any divergence in what the storage returns (an entry,
-a term, a recovered hard state) changes the run, so this compares the two storages over
-thousands of Raft-generated operations with crashes, snapshots and log conflicts.
+The simulator builds each node's storage with the cluster's storage factory;
+:class:`LmdbStorages` is one that opens an LmdbStorage when a node first starts and,
+when a node restarts after a crash, closes it and reopens it from disk: a real restart of
+the storage on top of the simulator's own crash model (which has already rolled back
+what was not fsync'd). Storage semantics are the only difference, so a seed must replay
+*exactly* as it does on MemoryStorage: same events, same messages, same leaders, same
+applied digests. Any divergence in what the storage returns (an entry, a term, a
+recovered hard state) changes the run, so this compares the two storages over thousands
+of Raft-generated operations with crashes, snapshots and log conflicts.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,39 +26,24 @@ from distsync.testing import sim
 SEEDS = range(0, 24)
 
 
-class LmdbCluster(sim.Cluster):
-    """A Cluster whose nodes persist to LmdbStorage(sync=False) under ``root``."""
+class LmdbStorages:
+    """A :data:`sim.StorageFactory`: each node on LmdbStorage(sync=False) under ``root``."""
 
-    root: Path = Path(".")
-    _dirs = itertools.count()
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        self.data_dir = self.root / f"cluster{next(self._dirs)}"
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.opened: list[LmdbStorage] = []
-        super().__init__(*a, **kw)
 
-    def _open(self, nid: str) -> LmdbStorage:
-        s = LmdbStorage(self.data_dir / nid, sync=False)
+    def __call__(self, nid: str, previous: sim.SimStorage | None) -> sim.SimStorage:
+        if previous is not None:
+            # A restart after a crash: the process really died, only what is on disk
+            # comes back.
+            assert isinstance(previous, LmdbStorage)
+            previous.close()
+        s = LmdbStorage(self.root / nid, sync=False)
+        if previous is None:
+            assert s.last_index() == 0, "a node must start on LMDB from scratch"
         self.opened.append(s)
         return s
-
-    def start(self, nid: str) -> None:
-        node = self.nodes[nid]
-        if isinstance(node.storage, MemoryStorage):
-            assert node.storage.last_index() == 0, "a node must start on LMDB from scratch"
-            node.storage = self._open(nid)
-        super().start(nid)
-
-    def crash(self, nid: str) -> None:
-        node = self.nodes[nid]
-        was_alive = node.alive
-        super().crash(nid)  # the simulator's model: what was not fsync'd is rolled back
-        if was_alive:
-            # ... then the process really dies: only what is on disk comes back.
-            st = node.storage
-            assert isinstance(st, LmdbStorage)
-            st.close()
-            node.storage = self._open(nid)
 
     def close(self) -> None:
         for s in self.opened:
@@ -71,14 +55,12 @@ def fingerprint(c: sim.Cluster) -> tuple[object, ...]:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_seed_replays_identically_on_lmdb(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seed_replays_identically_on_lmdb(seed: int) -> None:
     on_memory = sim.run_seed(seed)
     root = Path(tempfile.mkdtemp(prefix="sim-lmdb-"))
-    monkeypatch.setattr(LmdbCluster, "root", root)
-    monkeypatch.setattr(sim, "Cluster", LmdbCluster)  # run_seed builds its cluster by name
+    storages = LmdbStorages(root)
     try:
-        on_lmdb = sim.run_seed(seed)
-        assert isinstance(on_lmdb, LmdbCluster)
+        on_lmdb = sim.run_seed(seed, storage_factory=storages)
         for nid, node in on_lmdb.nodes.items():
             assert isinstance(node.storage, LmdbStorage), nid
         assert fingerprint(on_lmdb) == fingerprint(on_memory)
@@ -87,7 +69,7 @@ def test_seed_replays_identically_on_lmdb(seed: int, monkeypatch: pytest.MonkeyP
             mine, ref = node.storage, on_memory.nodes[nid].storage
             assert isinstance(mine, LmdbStorage) and isinstance(ref, MemoryStorage)
             mine.close()
-            with LmdbStorage(on_lmdb.data_dir / nid, sync=False) as again:
+            with LmdbStorage(root / nid, sync=False) as again:
                 assert again.snapshot() == ref.snapshot(), nid
                 assert (again.first_index(), again.last_index()) == (
                     ref.first_index(),
@@ -96,8 +78,8 @@ def test_seed_replays_identically_on_lmdb(seed: int, monkeypatch: pytest.MonkeyP
                 lo, hi = ref.first_index(), ref.last_index() + 1
                 assert again.entries(lo, hi) == ref.entries(lo, hi), nid
                 assert again.hard_state == ref.hard_state, nid
-        on_lmdb.close()
     finally:
+        storages.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

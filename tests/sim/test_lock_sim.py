@@ -1,9 +1,9 @@
 """The lock table on every replica of a simulated Raft cluster, under faults (DESIGN §10).
 
-The simulator (:mod:`distsync.testing.sim`) applies committed entries to a digest only, so
-:class:`LockCluster` wraps it: each node also feeds its committed entries to its own
-:class:`~distsync.lock.LockTable`, puts the table in its Raft snapshots, and rebuilds it
-from the snapshot on restart or InstallSnapshot. After every applied entry it checks:
+The simulator (:mod:`distsync.testing.sim`) checks Raft on a digest of the applied
+entries; :class:`LockCluster` gives it a state machine factory, so each node also feeds
+its committed entries to its own :class:`~distsync.lock.LockTable`, puts the table in its
+Raft snapshots, and rebuilds it from the snapshot on restart or InstallSnapshot. After every applied entry it checks:
 
 - the table's own invariants (no two exclusive holders, no exclusive with shared, every
   waiter's wait-for edges as specified, no cycle in the graph);
@@ -47,8 +47,7 @@ from distsync.lock import (
     encode_command,
     on_elected,
 )
-from distsync.raft import EntryKind, Ready, Snapshot
-from distsync.testing.sim import Cluster, FaultConfig, SimNode, SimulationError
+from distsync.testing.sim import Cluster, FaultConfig, SimulationError
 
 SEEDS = int(os.environ.get("LOCK_SIM_SEEDS", "60"))
 CLIENTS = [f"c{i}" for i in range(5)]
@@ -62,7 +61,8 @@ def replay(seed: int) -> str:
 
 
 class LockCluster(Cluster):
-    """A simulated cluster whose nodes apply their committed entries to lock tables."""
+    """A simulated cluster whose nodes apply their committed entries to lock tables,
+    through the simulator's state-machine hook (a :class:`ReplicaTable` per node)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before Cluster.__init__, which starts the nodes.
@@ -72,38 +72,15 @@ class LockCluster(Cluster):
         #: index -> (crc of the table after it, crc of its effects): the first replica's.
         self.table_at: dict[int, tuple[int, int]] = {}
         self.counts: Counter[str] = Counter()
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, state_machine_factory=lambda nid: ReplicaTable(self, nid), **kwargs)
 
-    # ---- the state machine hooks ---------------------------------------------------------
+    # ---- what ReplicaTable calls -----------------------------------------------------------
 
-    def _load(self, nid: str, snap: Snapshot) -> None:
-        t = LockTable.restore(snap.data[4:]) if snap.index else LockTable()
+    def _load(self, nid: str, data: bytes | None) -> None:
+        t = LockTable.restore(data) if data is not None else LockTable()
         t.check_invariants()
         self.tables[nid] = t
         self.last_token[nid] = {r: t.status(r).fencing_token for r in t.resources()}
-
-    def start(self, nid: str) -> None:
-        node = self.nodes[nid]
-        before = node.incarnation
-        super().start(nid)
-        if node.incarnation != before:
-            # A (re)start: the state machine is the snapshot's; the log replays the rest.
-            self._load(nid, node.storage.snapshot())
-
-    def _maybe_snapshot(self, node: SimNode) -> None:
-        st = node.storage
-        if self.snapshot_every and node.sm_index - st.first_index() + 1 > self.snapshot_every:
-            data = node.sm_digest.to_bytes(4, "big") + self.tables[node.id].snapshot()
-            st.create_snapshot(node.sm_index, node.raft.conf_state(), data)
-            st.compact(node.sm_index)
-
-    def _apply(self, node: SimNode, rd: Ready) -> None:
-        super()._apply(node, rd)  # Raft's checks first
-        if rd.snapshot is not None:
-            self._load(node.id, rd.snapshot)
-        for e in rd.committed_entries:
-            if e.kind == EntryKind.NORMAL and e.data:
-                self._apply_one(node.id, e.index, e.data)
 
     def _apply_one(self, nid: str, index: int, data: bytes) -> None:
         t = self.tables[nid]
@@ -145,6 +122,24 @@ class LockCluster(Cluster):
         if first != mine:
             what = "table" if first[0] != mine[0] else "effects"
             self.fail(f"{nid} at {index}: its {what} differ from another replica's")
+
+
+class ReplicaTable:
+    """One node's :class:`sim.StateMachine`: its lock table, kept in the cluster's
+    ``tables`` so the workload and the checks see the current one."""
+
+    def __init__(self, c: LockCluster, nid: str) -> None:
+        self.c, self.nid = c, nid
+        c._load(nid, None)  # a (re)started node: empty until its snapshot is restored
+
+    def apply(self, index: int, data: bytes) -> None:
+        self.c._apply_one(self.nid, index, data)
+
+    def snapshot(self) -> bytes:
+        return self.c.tables[self.nid].snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.c._load(self.nid, data)
 
 
 class Workload:

@@ -21,11 +21,13 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from distsync.raft import (
     ConfChange,
     ConfChangeType,
     Config,
+    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -45,6 +47,11 @@ __all__ = [
     "FaultConfig",
     "SimulationError",
     "SimNode",
+    "SimStorage",
+    "StateMachine",
+    "StorageFactory",
+    "StateMachineFactory",
+    "memory_storage",
     "StepNetwork",
     "drain",
     "make_core",
@@ -53,6 +60,58 @@ __all__ = [
 ]
 
 _TICK, _MSG, _CALL, _FSYNC = 0, 1, 2, 3
+
+
+class SimStorage(Protocol):
+    """What the simulator's driver needs of a node's storage: the core's read side
+    (:class:`~distsync.raft.Storage`) plus the writes of the Ready contract and of
+    compaction. :class:`MemoryStorage` and ``LmdbStorage`` both are one."""
+
+    @property
+    def hard_state(self) -> HardState: ...
+    def initial_state(self) -> tuple[HardState, ConfState]: ...
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]: ...
+    def term(self, i: int) -> int: ...
+    def first_index(self) -> int: ...
+    def last_index(self) -> int: ...
+    def snapshot(self) -> Snapshot: ...
+    def set_hard_state(self, hs: HardState) -> None: ...
+    def append(self, ents: list[Entry]) -> None: ...
+    def apply_snapshot(self, snap: Snapshot) -> None: ...
+    def create_snapshot(
+        self, index: int, conf: ConfState | None = None, data: bytes = b""
+    ) -> Snapshot: ...
+    def compact(self, index: int) -> None: ...
+
+
+class StateMachine(Protocol):
+    """A replicated state machine run on every simulated node, next to the simulator's
+    own digest of the applied prefix (which is what state machine safety is checked on).
+
+    ``apply`` gets every committed NORMAL entry that carries data, in index order, once
+    per incarnation of the node (a new leader's empty entry is no command); ``snapshot``
+    is put in the node's Raft snapshots; ``restore`` replaces the whole state with one
+    (at a restart from a snapshot, and at an InstallSnapshot)."""
+
+    def apply(self, index: int, data: bytes) -> Any: ...
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+
+
+#: ``factory(node_id, previous)`` -> the storage a node (re)starts on. ``previous`` is
+#: None at the first start, else the storage it ran on before its crash, already rolled
+#: back to what was fsync'd: a disk-backed storage can close and reopen it from disk,
+#: as a real process restart would.
+StorageFactory = Callable[[str, "SimStorage | None"], "SimStorage"]
+#: ``factory(node_id)`` -> a fresh, empty state machine, made at every (re)start (a
+#: restarted process has lost its memory; its snapshot is then restored into it).
+StateMachineFactory = Callable[[str], StateMachine]
+
+
+def memory_storage(node_id: str, previous: SimStorage | None) -> SimStorage:
+    """The default :data:`StorageFactory`: one MemoryStorage per node, kept across
+    crashes (the crash itself rolls back what was not fsync'd)."""
+    return previous if previous is not None else MemoryStorage()
 
 
 def replay_command(seed: int) -> str:
@@ -89,6 +148,7 @@ class SimNode:
     __slots__ = (
         "id",
         "storage",
+        "sm",
         "synced_hs",
         "core",
         "alive",
@@ -107,7 +167,10 @@ class SimNode:
     def __init__(self, node_id: str, tick_period: float) -> None:
         self.id = node_id
         #: What the node has written; on a crash, whatever was not fsync'd is rolled back.
-        self.storage = MemoryStorage()
+        #: Made by the cluster's storage factory when the node starts.
+        self.storage: SimStorage = MemoryStorage()
+        #: The cluster's state machine of this incarnation (None without a factory).
+        self.sm: StateMachine | None = None
         #: The hard state as of the last fsync.
         self.synced_hs = HardState()
         self.core: RaftCore | None = None
@@ -163,8 +226,14 @@ class Cluster:
         max_bytes_per_msg: int = 1 << 20,
         parallel_writes: bool = False,
         replay: str | None = None,
+        storage_factory: StorageFactory | None = None,
+        state_machine_factory: StateMachineFactory | None = None,
     ) -> None:
         self.seed = seed
+        # Neither factory may draw from self.rng: a seed must replay the same whatever
+        # storage or state machine runs under it.
+        self.storage_factory: StorageFactory = storage_factory or memory_storage
+        self.state_machine_factory = state_machine_factory
         self.replay = replay
         self.rng = random.Random(seed)
         self.ids = [f"n{i}" for i in range(1, n + 1)]
@@ -230,6 +299,7 @@ class Cluster:
         node = self.nodes[nid]
         if node.alive or nid in self.removed:
             return
+        node.storage = self.storage_factory(nid, node.storage if node.incarnation else None)
         cfg = Config(nid, self.initial, **self._cfg)  # type: ignore[arg-type]
         core = RaftCore(cfg, node.storage, random.Random(self.rng.getrandbits(64)))
         node.core = core
@@ -238,6 +308,10 @@ class Cluster:
         # The state machine is rebuilt from the snapshot; the log replays the rest.
         snap = node.storage.snapshot()
         node.sm_digest, node.sm_index = self._decode_snapshot(snap)
+        if self.state_machine_factory is not None:
+            node.sm = self.state_machine_factory(nid)
+            if snap.index:
+                node.sm.restore(snap.data[4:])
         if core.commit_index < node.synced_hs.commit:
             self.fail(
                 f"{nid} restarted with commit {core.commit_index} < fsync'd {node.synced_hs.commit}"
@@ -480,6 +554,15 @@ class Cluster:
             if low is not None and rs.index < low:
                 self.fail(f"ReadIndex {rs.context!r} at {rs.index} < commit {low} at request")
             node.read_states.append(rs)
+        # The user's state machine follows Raft's checks of the whole Ready, so a safety
+        # violation is reported as such, not as whatever it does to the state machine.
+        sm = node.sm
+        if sm is not None:
+            if rd.snapshot is not None:
+                sm.restore(rd.snapshot.data[4:])
+            for e in rd.committed_entries:
+                if e.kind == EntryKind.NORMAL and e.data:
+                    sm.apply(e.index, e.data)
 
     def _decode_snapshot(self, snap: Snapshot) -> tuple[int, int]:
         if snap.index == 0:
@@ -493,7 +576,10 @@ class Cluster:
     def _maybe_snapshot(self, node: SimNode) -> None:
         st = node.storage
         if self.snapshot_every and node.sm_index - st.first_index() + 1 > self.snapshot_every:
+            # The digest first (checked across nodes), then the state machine's state.
             data = node.sm_digest.to_bytes(4, "big")
+            if node.sm is not None:
+                data += node.sm.snapshot()
             st.create_snapshot(node.sm_index, node.raft.conf_state(), data)
             st.compact(node.sm_index)
 
@@ -777,10 +863,20 @@ class StepNetwork:
 # ==== seeded runs =================================================================================
 
 
-def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.0) -> Cluster:
+def run_seed(
+    seed: int,
+    *,
+    safety_ms: float = 2500.0,
+    liveness_ms: float = 4000.0,
+    storage_factory: StorageFactory | None = None,
+    state_machine_factory: StateMachineFactory | None = None,
+) -> Cluster:
     """One randomized run: a safety phase under faults, then a liveness phase on a healed
     network that must elect a leader and commit a fresh proposal on every node within
-    ``liveness_ms``. Raises SimulationError (with the replay command) on failure."""
+    ``liveness_ms``. Raises SimulationError (with the replay command) on failure.
+
+    The factories go to :class:`Cluster`; they draw nothing from the seed's streams, so
+    a seed runs the same events on any storage or state machine."""
     # Separate streams: the cluster's (network, timeouts) and the scenario's (faults, load).
     rng = random.Random(f"scenario-{seed}")
     # Three kinds of scenario:
@@ -804,6 +900,8 @@ def run_seed(seed: int, *, safety_ms: float = 2500.0, liveness_ms: float = 4000.
         max_entries_per_msg=1 if profile != "mixed" else rng.choice((1, 3, 64)),
         parallel_writes=rng.random() < 0.5,
         replay=replay_command(seed),
+        storage_factory=storage_factory,
+        state_machine_factory=state_machine_factory,
     )
     c.crash_in_ready = rng.choice((0.0, 0.001, 0.005))
     c.fsync_ms = rng.choice((1.0, 3.0, 10.0))  # 10: a slow disk, slower than the network
