@@ -4,6 +4,8 @@ The public names are listed in ``__all__``; everything else is internal.
 """
 
 from distsync._version import __version__
+from distsync.client import AsyncClient, AsyncLockGrant, Client, LockGrant
+from distsync.cluster import LocalCluster
 from distsync.errors import (
     AuthError,
     ClusterUnavailable,
@@ -18,6 +20,11 @@ from distsync.errors import (
 
 __all__ = [
     "__version__",
+    "Client",
+    "AsyncClient",
+    "LockGrant",
+    "AsyncLockGrant",
+    "LocalCluster",
     "DistSyncError",
     "LockTimeout",
     "DeadlockError",

@@ -1,0 +1,636 @@
+"""The lock client: :class:`AsyncClient`, and :class:`Client`, which drives it from any thread.
+
+One implementation (STYLE 9): :class:`AsyncClient` holds all the logic; :class:`Client`
+runs one on a private event loop in a background thread and waits for its coroutines.
+
+How requests reach the cluster
+------------------------------
+- **Leader finding.** One connection per node address, opened when first needed. A
+  request goes to the node last known to lead; a ``not_leader`` answer (or a dropped
+  connection, a timeout) moves it on to the next address, so a redirect costs at most one
+  round over the cluster.
+- **Exactly once.** Every command that changes state (open/close a session, acquire,
+  release, cancel) carries this client's id and its own ``sequence``; a retry after a
+  leader loss sends the very same payload, and the nodes' deduplication applies it once.
+  Each command also says the lowest sequence still unanswered (``first_unacked``), so
+  the nodes may forget the results the client has seen.
+- **Sessions.** Locks are held by sessions (DESIGN §5), kept alive here in the
+  background every ``session_ttl / 3``; if the client dies, the leader expires them after
+  the ttl and the locks go to the next waiters. A session is one thread of control: it
+  waits for one lock at a time, which is what makes deadlock detection exact. So each
+  worker -- a thread for :class:`Client`, a task for :class:`AsyncClient` -- gets its own
+  session while it holds or waits for something, taken from a pool of idle sessions.
+- **Waiting.** An acquire that queues is answered by the leader when the lock is handed
+  over (no polling); ``timeout=`` travels with it, so the leader removes the waiter when it
+  passes. If the answer does not come in time anyway (a lost leader, say), the client
+  withdraws the wait itself and raises :class:`~distsync.errors.LockTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, LockTimeout
+from distsync.lock import LockStatus, Mode, effect_from_wire
+from distsync.net.auth import load_secret
+from distsync.net.envelope import Envelope, MsgIdGenerator
+from distsync.net.transport import Connection, connect
+
+__all__ = ["AsyncClient", "AsyncLockGrant", "Client", "LockGrant"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Error codes after which the same request is sent again, to the next node.
+_RETRY_CODES = frozenset({"not_leader", "proposal_dropped", "unavailable"})
+
+#: How long past an acquire's timeout the client waits for the leader's own verdict
+#: before withdrawing the wait itself (the leader polls expiries every tick or two).
+_TIMEOUT_GRACE = 1.0
+
+
+def _parse(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {address!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+class _Session:
+    """One lock session of this client; ``busy`` counts its grants and its wait."""
+
+    __slots__ = ("id", "busy", "alive")
+
+    def __init__(self, sid: str) -> None:
+        self.id = sid
+        self.busy = 0
+        self.alive = True
+
+
+class AsyncLockGrant:
+    """A held lock. ``fencing_token`` strictly increases per resource from one grant to
+    the next: pass it to the storage the lock guards, which refuses older tokens.
+    ``async with`` releases it on exit."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        resource: str,
+        mode: Mode,
+        fencing_token: int,
+        session: _Session,
+        worker: object,
+    ) -> None:
+        self.resource = resource
+        self.mode = mode
+        self.fencing_token = fencing_token
+        self.client_id = client.client_id
+        self._client = client
+        self._session = session
+        self._worker = worker
+        self.released = False
+
+    @property
+    def session_id(self) -> str:
+        return self._session.id
+
+    async def release(self, *, timeout: float | None = None) -> None:
+        """Give the lock back (the next waiter gets it in the same log entry).
+
+        :param timeout: seconds to reach the cluster (default: the client's ``timeout``).
+        :raises InvalidRequest: the lock is no longer held by this grant (e.g. the session
+            expired and the lock went to someone else).
+        :raises ClusterUnavailable: no leader answered in time.
+        """
+        await self._client._release(self, timeout)
+
+    async def __aenter__(self) -> AsyncLockGrant:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.released:
+            await self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncLockGrant({self.resource!r}, {self.mode.value}, "
+            f"token={self.fencing_token}, client={self.client_id!r})"
+        )
+
+
+class AsyncClient:
+    """A connection to a distsync cluster for locks, on the running event loop.
+
+    :param addresses: ``"host:port"`` of the cluster's nodes (any subset that includes a
+        reachable majority will do).
+    :param client_id: this client's id, shown in ``lock_status`` and deadlock cycles
+        (default: a new unique one).
+    :param session_ttl: seconds a session outlives its last keepalive; a dead client's
+        locks are freed this long after it died.
+    :param secret: the cluster secret (default: ``$DISTSYNC_SECRET``, else the
+        development default, with a warning).
+    :param timeout: default seconds to reach the cluster for requests that do not wait
+        for a lock (and per reconnection attempt).
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        client_id: str | None = None,
+        session_ttl: float = 10.0,
+        secret: bytes | str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        if not addresses:
+            raise ValueError("give at least one node address")
+        if session_ttl <= 0 or timeout <= 0:
+            raise ValueError("session_ttl and timeout must be > 0")
+        self._addresses = [_parse(a) for a in addresses]
+        self._client_id = client_id or f"client-{uuid.uuid4().hex[:12]}"
+        self.session_ttl = float(session_ttl)
+        self.timeout = float(timeout)
+        self._secret = load_secret(secret)
+        self._ids = MsgIdGenerator(self._client_id)
+        self._conns: dict[int, Connection] = {}
+        self._connecting: dict[int, asyncio.Future[Connection]] = {}
+        self._leader = 0
+        self._seq = itertools.count(1)
+        self._open_seqs: set[int] = set()
+        self._session_numbers = itertools.count(1)
+        self._request_numbers = itertools.count(1)
+        self._sessions: list[_Session] = []
+        self._idle: list[_Session] = []
+        self._by_worker: dict[object, _Session] = {}
+        self._keepalive: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def client_id(self) -> str:
+        """This client's id (unique per client; what ``lock_status`` lists)."""
+        return self._client_id
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    async def acquire(
+        self, resource: str, mode: str | Mode = "exclusive", timeout: float | None = None
+    ) -> AsyncLockGrant:
+        """Take ``resource`` in ``mode`` (``"shared"`` or ``"exclusive"``), waiting in FIFO
+        order behind earlier requests.
+
+        :param timeout: seconds to wait for the lock (None: as long as it takes; 0: try
+            once, never queue).
+        :returns: the grant, with its ``fencing_token``.
+        :raises LockTimeout: not granted within ``timeout`` (the wait is withdrawn).
+        :raises DeadlockError: waiting would close a cycle; ``.cycle`` names the clients.
+        :raises InvalidRequest: e.g. this task already holds ``resource``.
+        :raises ClusterUnavailable: no leader could be reached.
+        """
+        return await self._acquire(resource, mode, timeout, _task_worker())
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self, resource: str, mode: str | Mode = "exclusive", timeout: float | None = None
+    ) -> AsyncIterator[AsyncLockGrant]:
+        """``async with client.lock(name, timeout=5.0) as grant:`` -- :meth:`acquire`, then
+        release on exit. Same parameters and errors as :meth:`acquire`."""
+        grant = await self._acquire(resource, mode, timeout, _task_worker())
+        try:
+            yield grant
+        finally:
+            if not grant.released:
+                await grant.release()
+
+    async def lock_status(self, resource: str, *, timeout: float | None = None) -> LockStatus:
+        """Who holds and who waits for ``resource``: a linearizable read on the leader.
+
+        :param timeout: seconds to reach the cluster (default: the client's ``timeout``).
+        :returns: ``.mode`` (None when free), ``.holders`` and ``.waiters`` (client ids, in
+            grant and queue order), ``.fencing_token`` (newest among the holders, 0 if free).
+        :raises ClusterUnavailable: no leader answered in time.
+        """
+        reply = await self._call("lock_status", {"resource": resource}, self._deadline(timeout))
+        mode = reply.get("mode")
+        return LockStatus(
+            str(reply.get("resource", resource)),
+            None if mode is None else Mode(mode),
+            tuple(reply.get("holders", ())),
+            tuple(reply.get("waiters", ())),
+            int(reply.get("fencing_token", 0)),
+        )
+
+    async def _acquire(
+        self, resource: str, mode: str | Mode, timeout: float | None, worker: object
+    ) -> AsyncLockGrant:
+        mode = Mode(mode)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        start = time.monotonic()
+        session = await self._session_for(worker, self._deadline(None))
+        rid = next(self._request_numbers)
+        payload: dict[str, Any] = {
+            "resource": resource,
+            "mode": mode.value,
+            "session_id": session.id,
+            "request_id": rid,
+            "timeout": timeout,
+        }
+        # The leader times the wait out on its clock; the client gives it a little
+        # longer to say so before it gives up on its own.
+        deadline = None if timeout is None else start + timeout + _TIMEOUT_GRACE
+        try:
+            try:
+                reply = await self._call("lock_acquire", payload, deadline, sequenced=True)
+            except ClusterUnavailable:
+                if deadline is None or time.monotonic() < deadline:
+                    raise
+                await self._withdraw(resource, session, rid)
+                raise LockTimeout(f"acquiring {resource!r} timed out after {timeout}s") from None
+            effect = effect_from_wire(reply["effect"])
+            if hasattr(effect, "error"):
+                raise effect.error()
+            token = int(reply["effect"]["token"])
+        except BaseException:
+            self._done_with(session, worker)
+            raise
+        return AsyncLockGrant(self, resource, mode, token, session, worker)
+
+    async def _withdraw(self, resource: str, session: _Session, rid: int) -> None:
+        """Best effort, after a local timeout: cancel the wait, or release the lock if the
+        grant won the race (the session cannot have held ``resource`` before: no
+        re-entrancy), so nothing is left behind for the others."""
+        deadline = time.monotonic() + min(self.timeout, 2.0)
+        base = {"resource": resource, "session_id": session.id}
+        with contextlib.suppress(DistSyncError):
+            reply = await self._call(
+                "lock_release", {**base, "cancel": rid}, deadline, sequenced=True
+            )
+            if reply["effect"].get("code") == "not_waiting":
+                await self._call("lock_release", base, deadline, sequenced=True)
+
+    async def _release(self, grant: AsyncLockGrant, timeout: float | None) -> None:
+        if grant.released:
+            return
+        payload = {
+            "resource": grant.resource,
+            "session_id": grant.session_id,
+            "token": grant.fencing_token,
+        }
+        try:
+            reply = await self._call(
+                "lock_release", payload, self._deadline(timeout), sequenced=True
+            )
+        except ClusterUnavailable:
+            raise
+        grant.released = True
+        self._done_with(grant._session, grant._worker)
+        effect = effect_from_wire(reply["effect"])
+        if hasattr(effect, "error"):
+            raise effect.error()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def _session_for(self, worker: object, deadline: float | None) -> _Session:
+        """The worker's session while it holds or waits for something, else an idle one
+        (or a new one); its ``busy`` count is taken for the caller."""
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+        s = self._by_worker.get(worker)
+        if s is None or not s.alive:
+            while self._idle and not self._idle[-1].alive:
+                self._idle.pop()
+            s = self._idle.pop() if self._idle else await self._open_session(deadline)
+            self._by_worker[worker] = s
+        s.busy += 1
+        return s
+
+    def _done_with(self, s: _Session, worker: object) -> None:
+        s.busy -= 1
+        if s.busy <= 0:
+            s.busy = 0
+            if self._by_worker.get(worker) is s:
+                del self._by_worker[worker]
+            if s.alive and s not in self._idle:
+                self._idle.append(s)
+
+    async def _open_session(self, deadline: float | None) -> _Session:
+        s = _Session(f"{self._client_id}/s{next(self._session_numbers)}")
+        reply = await self._call(
+            "session_open",
+            {"session_id": s.id, "ttl": self.session_ttl},
+            deadline,
+            sequenced=True,
+        )
+        effect = effect_from_wire(reply["effect"])
+        if hasattr(effect, "error"):
+            raise effect.error()
+        self._sessions.append(s)
+        if self._keepalive is None:
+            self._keepalive = asyncio.get_running_loop().create_task(
+                self._keep_alive(), name=f"distsync-keepalive-{self._client_id}"
+            )
+        return s
+
+    async def _keep_alive(self) -> None:
+        """Renew every session each ttl/3: two keepalives may be lost before one expires."""
+        period = self.session_ttl / 3
+        while not self._closed:
+            await asyncio.sleep(period)
+            live = [s for s in self._sessions if s.alive]
+            results = await asyncio.gather(
+                *(
+                    self._call(
+                        "session_keepalive",
+                        {"session_id": s.id},
+                        time.monotonic() + period,
+                    )
+                    for s in live
+                ),
+                return_exceptions=True,
+            )
+            for s, r in zip(live, results, strict=True):
+                if isinstance(r, dict) and r.get("effect", {}).get("code") == "no_session":
+                    # Expired (the client was cut off too long): its locks are gone.
+                    s.alive = False
+                    log.warning("client %s: session %s expired", self._client_id, s.id)
+                elif isinstance(r, BaseException) and not isinstance(r, DistSyncError):
+                    log.warning("client %s: keepalive failed: %r", self._client_id, r)
+            self._sessions = [s for s in self._sessions if s.alive]
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    async def _conn(self, k: int, timeout: float) -> Connection:
+        conn = self._conns.get(k)
+        if conn is not None and conn.is_open:
+            return conn
+        fut = self._connecting.get(k)
+        if fut is None:
+            host, port = self._addresses[k]
+            fut = asyncio.ensure_future(
+                connect(host, port, self._ids, self._secret, timeout=timeout)
+            )
+            self._connecting[k] = fut
+            try:
+                conn = await fut
+            finally:
+                self._connecting.pop(k, None)
+            self._conns[k] = conn
+            return conn
+        return await asyncio.shield(fut)
+
+    async def _call(
+        self,
+        msg_type: str,
+        payload: dict[str, Any],
+        deadline: float | None,
+        *,
+        sequenced: bool = False,
+    ) -> dict[str, Any]:
+        """Send one request to the leader, following redirects and retrying the same
+        payload (same sequence) until ``deadline`` (None: no end while nodes answer; a
+        cluster unreachable for ``timeout`` seconds raises anyway)."""
+        if sequenced:
+            seq = next(self._seq)
+            self._open_seqs.add(seq)
+            payload = {**payload, "seq": seq, "first_unacked": min(self._open_seqs)}
+        try:
+            return await self._send_until(msg_type, payload, deadline)
+        finally:
+            if sequenced:
+                self._open_seqs.discard(payload["seq"])
+
+    async def _send_until(
+        self, msg_type: str, payload: dict[str, Any], deadline: float | None
+    ) -> dict[str, Any]:
+        n = len(self._addresses)
+        last: BaseException | None = None
+        failing_since: float | None = None
+        tried = 0
+        while True:
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
+            if failing_since is not None and now - failing_since > self.timeout:
+                left = 0.0  # unreachable for too long, whatever the deadline
+            if left is not None and left <= 0:
+                raise ClusterUnavailable(f"{msg_type} not answered in time (last error: {last})")
+            if self._closed:
+                raise ClusterUnavailable("the client is closed")
+            k = self._leader
+            attempt_start = now
+            try:
+                conn = await self._conn(k, min(left or 2.0, 2.0))
+                env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
+                reply = await conn.request(env, left)
+                return dict(reply.payload)
+            except AuthError:
+                raise
+            except (DistSyncError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                code = getattr(exc, "code", "unavailable")
+                if isinstance(exc, DistSyncError) and code not in _RETRY_CODES:
+                    raise
+                last = exc
+                # A request that was being served a while (a queued acquire) and then
+                # lost its leader starts a new unreachable period, not an old one's.
+                if failing_since is None or time.monotonic() - attempt_start > 1.0:
+                    failing_since = time.monotonic()
+                # Next node: a follower's redirect, a dead leader, an unreachable node.
+                self._leader = (k + 1) % n
+                tried += 1
+                if code == "not_leader" and tried % n:
+                    continue
+                # A whole round without a leader: an election is probably under way.
+                await asyncio.sleep(0.05)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        """Close the sessions (their locks are released at once rather than after the
+        ttl) and the connections. Idempotent.
+
+        :param timeout: seconds to spend closing sessions (default: the client's
+            ``timeout``, at most 5 s); sessions not closed in time expire later.
+        """
+        if self._closed:
+            return
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keepalive
+        deadline = self._deadline(min(timeout or self.timeout, 5.0))
+        await asyncio.gather(
+            *(
+                self._call("session_close", {"session_id": s.id}, deadline, sequenced=True)
+                for s in self._sessions
+                if s.alive
+            ),
+            return_exceptions=True,
+        )
+        self._closed = True
+        for conn in self._conns.values():
+            conn.close()
+        for conn in self._conns.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 2.0)
+        self._conns.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _task_worker() -> object:
+    # The current task is the async "thread of control" that owns a session.
+    task = asyncio.current_task()
+    return ("task", id(task))
+
+
+class LockGrant:
+    """A held lock (sync): ``fencing_token``, ``resource``, ``mode``; :meth:`release`, or
+    ``with`` to release on exit."""
+
+    def __init__(self, client: Client, inner: AsyncLockGrant) -> None:
+        self._client = client
+        self._inner = inner
+        self.resource = inner.resource
+        self.mode = inner.mode
+        self.fencing_token = inner.fencing_token
+        self.client_id = inner.client_id
+
+    @property
+    def session_id(self) -> str:
+        return self._inner.session_id
+
+    @property
+    def released(self) -> bool:
+        return self._inner.released
+
+    def release(self, *, timeout: float | None = None) -> None:
+        """Give the lock back. Parameters and errors as :meth:`AsyncLockGrant.release`."""
+        self._client._run(self._inner.release(timeout=timeout))
+
+    def __enter__(self) -> LockGrant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.released:
+            self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"LockGrant({self.resource!r}, {self.mode.value}, "
+            f"token={self.fencing_token}, client={self.client_id!r})"
+        )
+
+
+class Client:
+    """The blocking client: the same API as :class:`AsyncClient`, usable from any number
+    of threads (each thread is its own thread of control for locks). It runs an
+    :class:`AsyncClient` on a private event loop in a daemon thread.
+
+    Parameters as :class:`AsyncClient`.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        client_id: str | None = None,
+        session_ttl: float = 10.0,
+        secret: bytes | str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._async = AsyncClient(
+            addresses,
+            client_id=client_id,
+            session_ttl=session_ttl,
+            secret=secret,
+            timeout=timeout,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever,
+            name=f"distsync-client-{self._async.client_id}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._closed = False
+
+    @property
+    def client_id(self) -> str:
+        """This client's id (unique per client; what ``lock_status`` lists)."""
+        return self._async.client_id
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise ClusterUnavailable("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def acquire(
+        self, resource: str, mode: str | Mode = "exclusive", timeout: float | None = None
+    ) -> LockGrant:
+        """Take ``resource``; see :meth:`AsyncClient.acquire` (same parameters, returns and
+        errors). Each calling thread has its own session."""
+        worker = ("thread", threading.get_ident(), os.getpid())
+        inner = self._run(self._async._acquire(resource, mode, timeout, worker))
+        return LockGrant(self, inner)
+
+    @contextlib.contextmanager
+    def lock(
+        self, resource: str, mode: str | Mode = "exclusive", timeout: float | None = None
+    ) -> Iterator[LockGrant]:
+        """``with client.lock(name, timeout=5.0) as grant:`` -- :meth:`acquire`, then
+        release on exit. Same parameters and errors as :meth:`AsyncClient.acquire`."""
+        grant = self.acquire(resource, mode, timeout)
+        try:
+            yield grant
+        finally:
+            if not grant.released:
+                grant.release()
+
+    def lock_status(self, resource: str, *, timeout: float | None = None) -> LockStatus:
+        """See :meth:`AsyncClient.lock_status`."""
+        return self._run(self._async.lock_status(resource, timeout=timeout))
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Close the sessions (releasing their locks) and connections, stop the loop
+        thread. Idempotent. ``timeout`` as :meth:`AsyncClient.close`."""
+        if self._closed:
+            return
+        try:
+            self._run(self._async.close(timeout=timeout))
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10.0)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
