@@ -93,10 +93,20 @@ def _serve_config(args: argparse.Namespace) -> Any:
             conf[key] = value
     if args.no_sync:
         conf["sync"] = False
+    # --tls-* set single keys of the file's [tls] table, so a flag can replace one file.
+    tls_flags = {k: getattr(args, "tls_" + k) for k in ("cert", "key", "ca")}
+    if any(v is not None for v in tls_flags.values()):
+        table = dict(conf.get("tls") or {})
+        table.update({k: v for k, v in tls_flags.items() if v is not None})
+        conf["tls"] = table
     missing = [k for k in ("id", "listen", "data_dir") if not conf.get(k)]
     if missing:
         raise ValueError("missing " + ", ".join("--" + k.replace("_", "-") for k in missing))
     tls = conf.get("tls")
+    if tls is not None:
+        if not isinstance(tls, dict) or not tls.get("cert") or not tls.get("ca"):
+            raise ValueError("TLS needs a certificate and a CA: --tls-cert and --tls-ca")
+        tls.setdefault("key", None)
     secret_file = conf.get("secret_file")
     secret_value = conf.get("secret")
     from distsync.net.auth import load_secret
@@ -131,6 +141,27 @@ def _quiet_load_secret(file: str | None = None) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureSecretWarning)
         return load_secret(file=file)
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    """The client TLS context of ``status``/``debug`` from their --tls-* flags (None: no
+    TLS). The CA verifies the node; the certificate is ours, which a node requires."""
+    if args.tls_cert is None and args.tls_ca is None and args.tls_key is None:
+        return None
+    if args.tls_ca is None:
+        raise ValueError("--tls-ca is needed to verify the node's certificate")
+    from distsync.net.auth import client_ssl_context
+
+    return client_ssl_context(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def _add_tls_flags(p: argparse.ArgumentParser, who: str) -> None:
+    p.add_argument("--tls-cert", dest="tls_cert", metavar="PEM",
+                   help=f"{who} certificate (chain), signed by the cluster's CA")  # fmt: skip
+    p.add_argument("--tls-key", dest="tls_key", metavar="PEM",
+                   help="its private key (if not in the --tls-cert file)")  # fmt: skip
+    p.add_argument("--tls-ca", dest="tls_ca", metavar="PEM",
+                   help="the CA that signs every node's and client's certificate")  # fmt: skip
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -183,13 +214,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         addrs = [a.strip() for a in args.peers.split(",") if a.strip()]
         targets = [(a, *parse_address(a)) for a in addrs]
         secret = _quiet_load_secret(args.secret_file)
+        ssl = _client_tls(args)
     except (ValueError, OSError) as exc:
         print(f"distsync status: {exc}", file=sys.stderr)
         return 2
 
     async def one(addr: str, host: str, port: int) -> dict[str, Any]:
         try:
-            st = await fetch_status(host, port, secret, timeout=args.timeout)
+            st = await fetch_status(host, port, secret, timeout=args.timeout, ssl=ssl)
         except Exception as exc:  # any failure is reported per node, never fatal
             return {"address": addr, "error": f"{type(exc).__name__}: {exc}"}
         st.pop("reply_to", None)
@@ -271,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="entries kept behind a snapshot (default 1000)")  # fmt: skip
     serve.add_argument("--no-sync", dest="no_sync", action="store_true",
                        help="no fsync (tests only: loses data on power failure)")  # fmt: skip
+    _add_tls_flags(serve, "this node's")
     serve.add_argument("--log-level", dest="log_level", default="warning",
                        choices=["debug", "info", "warning", "error"])  # fmt: skip
     serve.set_defaults(func=_cmd_serve)
@@ -280,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="a JSON list, for scripts")
     status.add_argument("--secret-file", dest="secret_file", help="file holding the cluster secret")
     status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
+    _add_tls_flags(status, "this client's")
     status.set_defaults(func=_cmd_status)
     return parser
 
