@@ -239,6 +239,127 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
+def _from_jsonable(value: Any) -> Any:
+    """The inverse of the JSON rendering's one liberty: ``"base64:..."`` strings are bytes
+    again (so ``--payload '{"data": "base64:..."}'`` sends what a rendering showed)."""
+    import base64
+    import binascii
+
+    if isinstance(value, str) and value.startswith("base64:"):
+        try:
+            return base64.b64decode(value[7:], validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"bad base64 in {value!r}: {exc}") from None
+    if isinstance(value, dict):
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return value
+
+
+def _decode_frames(data: bytes, emit: Any) -> str | None:
+    """Every length-prefixed frame of ``data`` (as on the wire) to ``emit(envelope)``, in
+    order; the problem (with its byte offset) that stopped the decoding, or None."""
+    from distsync.errors import ProtocolError
+    from distsync.net.codec import unpack_body
+    from distsync.net.framing import HEADER_SIZE
+
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < HEADER_SIZE:
+            return f"offset {pos}: {len(data) - pos} byte(s) left, not a whole length prefix"
+        length = int.from_bytes(data[pos : pos + HEADER_SIZE], "big")
+        end = pos + HEADER_SIZE + length
+        if end > len(data):
+            return f"offset {pos}: frame of {length} bytes, only {len(data) - pos - 4} left"
+        try:
+            env = unpack_body(data[pos + HEADER_SIZE : end])
+        except ProtocolError as exc:
+            # Reported and skipped: its length prefix still delimits the frames after it,
+            # which an operator wants to see (a node closes the connection here instead).
+            emit(None, f"offset {pos}: {exc}")
+        else:
+            emit(env, None)
+        pos = end
+    return None
+
+
+def _cmd_debug(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import os
+
+    def show(env: Any) -> None:
+        print(env.to_json(indent=2 if args.pretty else None), flush=True)
+
+    if args.frames is not None:
+        try:
+            if args.frames == "-":
+                data = sys.stdin.buffer.read()
+            else:
+                with open(args.frames, "rb") as fh:
+                    data = fh.read()
+        except OSError as exc:
+            print(f"distsync debug: {exc}", file=sys.stderr)
+            return 2
+        bad: list[str | None] = []
+
+        def emit(env: Any, problem: str | None) -> None:
+            if env is not None:
+                show(env)
+            else:
+                bad.append(problem)
+                print(f"distsync debug: {problem}", file=sys.stderr)
+
+        stop = _decode_frames(data, emit)
+        if stop is not None:
+            print(f"distsync debug: {stop}", file=sys.stderr)
+        return 1 if stop is not None or bad else 0
+
+    from distsync.net.envelope import MSG_TYPES, Envelope
+    from distsync.net.transport import connect
+    from distsync.node import parse_address
+
+    try:
+        host, port = parse_address(args.peer)
+        if args.send not in MSG_TYPES:
+            raise ValueError(f"--send {args.send!r} is no message type; one of {MSG_TYPES}")
+        payload = _from_jsonable(json.loads(args.payload)) if args.payload else {}
+        if not isinstance(payload, dict):
+            raise ValueError("--payload must be a JSON object")
+        secret = _quiet_load_secret(args.secret_file)
+        ssl = _client_tls(args)
+    except (ValueError, OSError) as exc:
+        print(f"distsync debug: {exc}", file=sys.stderr)
+        return 2
+
+    async def probe() -> int:
+        try:
+            conn = await connect(
+                host, port, f"debug-{os.getpid()}", secret, timeout=args.timeout, ssl=ssl
+            )
+        except Exception as exc:  # what the handshake said is the answer an operator wants
+            print(f"distsync debug: {args.peer}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            # send + inbox, not request(): request() turns an ``error`` reply into an
+            # exception, and the envelope itself is what is to be shown.
+            env = Envelope.make(conn.ids, args.send, conn.peer_id or "", payload)
+            show(env)
+            conn.send(env)
+            try:
+                reply = await asyncio.wait_for(conn.inbox.get(), args.timeout)
+            except asyncio.TimeoutError:
+                print(f"distsync debug: no reply within {args.timeout}s", file=sys.stderr)
+                return 1
+            show(reply)
+            return 1 if reply.msg_type == "error" else 0
+        finally:
+            conn.close()
+
+    return asyncio.run(probe())
+
+
 def _status_table(rows: list[dict[str, Any]]) -> str:
     head = ["address", "node", "role", "term", "commit", "applied", "leader", "peers (match)"]
     table = [head]
@@ -315,6 +436,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=2.0, help="seconds per node")
     _add_tls_flags(status, "this client's")
     status.set_defaults(func=_cmd_status)
+
+    debug = sub.add_parser(
+        "debug",
+        help="show messages as the wire carries them: ask a node, or decode captured frames",
+        description=(
+            "Ask a node (--peer): connect with the cluster secret (and TLS if given), "
+            "send one message (default: status) and print it and the node's reply, each "
+            'as the envelope\'s JSON rendering (one per line; bytes as "base64:..."). A '
+            "refused handshake prints the reason. Exit 0 on a reply, 1 on an error reply "
+            "or no reply. Decode (--frames): print every length-prefixed frame of a file "
+            "(e.g. a TCP stream saved from a packet capture of a non-TLS connection; '-' "
+            "reads stdin); a bad frame is reported with its byte offset, exit 1."
+        ),
+    )
+    what = debug.add_mutually_exclusive_group(required=True)
+    what.add_argument("--peer", metavar="HOST:PORT", help="the node to ask")
+    what.add_argument("--frames", metavar="FILE", help="decode captured frames ('-': stdin)")
+    debug.add_argument("--send", default="status", metavar="TYPE",
+                       help="message type to send (default: status)")  # fmt: skip
+    debug.add_argument("--payload", metavar="JSON",
+                       help='its payload, a JSON object ("base64:..." strings are bytes)')  # fmt: skip
+    debug.add_argument("--pretty", action="store_true", help="indent the JSON")
+    debug.add_argument("--secret-file", dest="secret_file", help="file holding the cluster secret")
+    debug.add_argument("--timeout", type=float, default=2.0, help="seconds to connect, and to wait for the reply")  # fmt: skip
+    _add_tls_flags(debug, "this client's")
+    debug.set_defaults(func=_cmd_debug)
     return parser
 
 

@@ -2,7 +2,7 @@
 by the ``--tls-cert/--tls-key/--tls-ca`` flags: the cluster elects and commits; a node
 whose certificate another CA signed is refused by its peers (and catches up once it has a
 valid one); a client without a valid certificate, or without TLS, is refused; and
-``distsync status`` speaks TLS with the same flags.
+``distsync status`` and ``distsync debug`` speak TLS with the same flags.
 
 The CA and certificates are throwaway ones made with the ``cryptography`` package (a test
 extra). Every process is started by a :class:`ProcessCluster` in a ``with`` block, which
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from distsync.cli import main
 from distsync.errors import AuthError, ClusterUnavailable, DistSyncError
 from distsync.net.auth import client_ssl_context
 from distsync.net.envelope import Envelope
@@ -257,3 +258,9 @@ def test_tls_cluster_elects_commits_and_refuses_invalid_certificates(tmp_path: P
         plain = cli()
         assert plain.returncode == 1
         assert all("error" in r for r in json.loads(plain.stdout)), plain.stdout
+
+        # So does ``distsync debug``.
+        secret = ["--secret-file", str(tmp_path / "cluster" / "node_0.secret")]
+        probe = ["debug", "--peer", c.address("node_0"), *secret]
+        assert main([*probe, *tls_flags(client_cert, client_key, good.path)]) == 0
+        assert main(probe) == 1

@@ -1,14 +1,18 @@
-"""The command line's option handling: ``serve``'s TLS flags on top of a TOML ``[tls]``
-table, and the client-side TLS flags of ``status``/``debug``."""
+"""The command line without a cluster: ``serve``'s TLS flags on top of a TOML ``[tls]``
+table, the client-side TLS flags of ``status``, and ``debug --frames``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import msgpack
 import pytest
 
-from distsync.cli import _serve_config, build_parser
+from distsync.cli import _serve_config, build_parser, main
+from distsync.net.envelope import Envelope, MsgIdGenerator
+from distsync.net.framing import FrameEncoder
 from distsync.node import TlsFiles
 
 
@@ -50,14 +54,68 @@ def test_tls_needs_both_a_certificate_and_a_ca(flags: tuple[str, str]) -> None:
 def test_serve_refuses_half_a_tls_setup_with_a_usage_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from distsync.cli import main
-
     assert main(["serve", *BASE, "--tls-cert", "n.crt"]) == 2
     assert "--tls-ca" in capsys.readouterr().err
 
 
 def test_status_needs_a_ca_to_verify_the_node(capsys: pytest.CaptureFixture[str]) -> None:
-    from distsync.cli import main
-
     assert main(["status", "--peers", "127.0.0.1:1", "--tls-cert", "c.crt"]) == 2
     assert "--tls-ca" in capsys.readouterr().err
+
+
+# ==== distsync debug --frames =====================================================================
+
+
+def frames_file(tmp_path: Path, *chunks: bytes) -> str:
+    f = tmp_path / "capture.bin"
+    f.write_bytes(b"".join(chunks))
+    return str(f)
+
+
+def envelopes() -> list[Envelope]:
+    ids = MsgIdGenerator("node_1")
+    vote = Envelope.make(ids, "request_vote", "node_0", {"term": 3, "last_log_index": 7})
+    append = Envelope.make(ids, "append_entries", "node_0", {"entries": [b"\x00\xff"]})
+    return [vote, append]
+
+
+def test_frames_decode_to_the_json_rendering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    envs = envelopes()
+    path = frames_file(tmp_path, FrameEncoder().encode_batch(envs))
+    assert main(["debug", "--frames", path]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [e.to_json() for e in envs]
+    assert json.loads(out[1])["payload"]["entries"] == ["base64:AP8="]
+
+
+def test_a_bad_frame_is_reported_with_its_offset_and_the_rest_still_decode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vote, append = envelopes()
+    enc = FrameEncoder()
+    first = enc.encode(vote)
+    body = msgpack.packb([1, 2])  # a frame whose body is no map
+    bad = len(body).to_bytes(4, "big") + body
+    tail = enc.encode(append)
+    path = frames_file(tmp_path, first, bad, tail, tail[:7])  # and a torn last frame
+    assert main(["debug", "--frames", path]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [vote.to_json(), append.to_json()]
+    assert f"offset {len(first)}: message body must be a map" in err
+    torn_at = len(first) + len(bad) + len(tail)
+    assert f"offset {torn_at}: frame of" in err
+
+
+def test_frames_from_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    envs = envelopes()
+    stdin = io.TextIOWrapper(io.BytesIO(FrameEncoder().encode_batch(envs)))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["debug", "--frames", "-", "--pretty"]) == 0
+    assert capsys.readouterr().out == "".join(e.to_json(indent=2) + "\n" for e in envs)
