@@ -1065,7 +1065,8 @@ class Node:
                     self.metrics.proposals_failed += 1
                     waiter(0, None, exc)
                     continue
-                self.metrics.proposals += 1
+                if waiter is not _ignore:  # the leader's own commands are no client's
+                    self.metrics.proposals += 1
                 old = self._waiting.get(index)
                 if old is not None:
                     # Leader again after our log was cut below an entry we proposed in an
