@@ -9,16 +9,30 @@ API of DESIGN §11: ``client()``, ``addresses``, ``node_ids``, ``leader()``, ``k
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from distsync.client import Client
 from distsync.errors import ClusterUnavailable
 from distsync.testing.cluster import ProcessCluster
 
 __all__ = ["LocalCluster"]
+
+T = TypeVar("T")
+
+
+def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from sync code, also when this thread already runs an
+    event loop (an async test using the cluster): then in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class LocalCluster:
@@ -81,7 +95,7 @@ class LocalCluster:
         """
         t = self.timeout if timeout is None else timeout
         try:
-            nid, _ = asyncio.run(self._procs.await_leader(timeout=t))
+            nid, _ = _run_blocking(self._procs.await_leader(timeout=t))
         except TimeoutError as exc:
             raise ClusterUnavailable(str(exc)) from None
         return nid
@@ -95,6 +109,11 @@ class LocalCluster:
         """Start the node again on the same data dir (killing it first if it runs)."""
         self._check(node_id)
         self._procs.restart(node_id)
+
+    def data_dir(self, node_id: str) -> str:
+        """The node's data directory (kept across :meth:`restart`, removed on exit)."""
+        self._check(node_id)
+        return str(self._procs.data_dir(node_id))
 
     def is_running(self, node_id: str) -> bool:
         return self._procs.is_running(node_id)

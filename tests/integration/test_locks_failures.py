@@ -122,3 +122,35 @@ def test_killed_client_loses_its_locks_after_the_session_ttl(tmp_path: Path) -> 
             if child.poll() is None:
                 child.kill()
                 child.wait(10)
+
+
+def test_local_cluster_restart_keeps_the_data_and_exit_removes_everything() -> None:
+    cluster = distsync.LocalCluster(nodes=3)
+    dirs: list[Path] = []
+    try:
+        with cluster:
+            c = cluster.client()
+            g = c.acquire("kept", timeout=WAIT)
+            old = cluster.leader()
+            cluster.kill(old)
+            assert not cluster.is_running(old)
+            cluster.restart(old)
+            assert cluster.is_running(old)
+            # The lock survived the leader's crash; the restarted node rejoined.
+            assert c.lock_status("kept", timeout=WAIT).holders == (c.client_id,)
+            g.release()
+            others = [n for n in cluster.node_ids if n != old]
+            for n in others:
+                cluster.kill(n)
+            cluster.restart(others[0])  # a majority again, with old's recovered log
+            assert cluster.leader(timeout=WAIT) in (old, others[0])
+            with c.lock("kept", timeout=WAIT) as g2:
+                assert g2.fencing_token > g.fencing_token
+            dirs = [Path(cluster.data_dir(n)) for n in cluster.node_ids]
+            assert all(d.is_dir() for d in dirs)
+            raise RuntimeError("the body fails")
+    except RuntimeError as exc:
+        assert str(exc) == "the body fails"
+    assert len(dirs) == 3
+    assert not any(cluster.is_running(n) for n in cluster.node_ids)
+    assert not any(d.exists() for d in dirs)
