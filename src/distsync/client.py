@@ -449,13 +449,24 @@ class AsyncClient:
                 # lost its leader starts a new unreachable period, not an old one's.
                 if failing_since is None or time.monotonic() - attempt_start > 1.0:
                     failing_since = time.monotonic()
-                # Next node: a follower's redirect, a dead leader, an unreachable node.
-                self._leader = (k + 1) % n
+                # Next node: where a follower's redirect points, else the next address
+                # (a dead leader, an unreachable node, a follower that knows no leader).
+                self._leader = self._hinted(exc, k)
                 tried += 1
                 if code == "not_leader" and tried % n:
                     continue
                 # A whole round without a leader: an election is probably under way.
                 await asyncio.sleep(0.05)
+
+    def _hinted(self, exc: BaseException, k: int) -> int:
+        details = getattr(exc, "details", None)
+        addr = details.get("leader_addr") if isinstance(details, dict) else None
+        if isinstance(addr, str):
+            with contextlib.suppress(ValueError):
+                hint = _parse(addr)
+                if hint in self._addresses and self._addresses.index(hint) != k:
+                    return self._addresses.index(hint)
+        return (k + 1) % len(self._addresses)
 
     # -- life cycle ----------------------------------------------------------------------------
 

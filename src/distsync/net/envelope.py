@@ -346,12 +346,15 @@ def _error_classes() -> dict[str, type[DistSyncError]]:
 def remote_error(env: Envelope) -> DistSyncError:
     """The exception an ``error`` envelope stands for: the class whose ``code`` it names
     (plain :class:`DistSyncError` for an unknown code), its message prefixed by the
-    sender so logs say which side refused."""
+    sender so logs say which side refused. ``details`` on the exception is the whole
+    payload, for fields beyond the message (a ``not_leader`` error's ``leader_addr``)."""
     code = env.payload.get("code")
     message = env.payload.get("message")
     cls = _error_classes().get(code if isinstance(code, str) else "", DistSyncError)
     text = f"{env.sender_id}: {message if isinstance(message, str) else 'error'}"
     try:
-        return cls(text)
+        exc = cls(text)
     except TypeError:  # a subclass with a different constructor
-        return DistSyncError(text)
+        exc = DistSyncError(text)
+    exc.details = dict(env.payload)  # type: ignore[attr-defined]
+    return exc
