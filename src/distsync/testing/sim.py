@@ -207,6 +207,12 @@ class Cluster:
     digest of the applied prefix), commit index and term that never go back (also across
     crash-restart, for what was fsync'd), and ReadIndex linearizability (a read point is
     at least the highest commit index any node had when the read was requested).
+
+    Two hooks put real components under the same runs, seeds unchanged:
+    ``storage_factory`` (:data:`StorageFactory`) gives each node its storage, e.g. an
+    LmdbStorage reopened from disk at each restart; ``state_machine_factory``
+    (:data:`StateMachineFactory`) runs a :class:`StateMachine` on every node, fed the
+    committed commands, snapshotted with the Raft snapshots and restored from them.
     """
 
     def __init__(
