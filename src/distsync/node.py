@@ -9,9 +9,17 @@
 - the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`): a leader writes in
   a worker thread so that its event loop keeps receiving while its fsync is in flight;
   a follower writes inline (see below),
-- the **apply loop**: committed entries go to a small replicated state machine
-  (:class:`CounterKV`; the lock table replaces it later) with client deduplication by
-  ``(client_id, sequence)`` (:class:`~distsync.raft.SessionTable`),
+- the **apply loop**: committed entries go to the replicated state machine
+  (:class:`ServiceState`: the lock service's :class:`~distsync.lock.LockTable` beside a
+  small counter/KV, :class:`CounterKV`) with client deduplication by ``(client_id,
+  sequence)`` (:class:`~distsync.raft.SessionTable`),
+- the **lock service** handlers (``on_lock_acquire``, ``on_lock_release``,
+  ``on_lock_status``, ``on_session_open``, ``on_session_keepalive``,
+  ``on_session_close``), driving the table as :mod:`distsync.lock` describes: a queued
+  acquire is answered from the applied entry that grants it; ``lock_status`` is served
+  after a ReadIndex; the leader extends every session when elected and proposes expiries
+  on its ticks, stamped with its :class:`~distsync.lock.LeaderClock`; a follower answers
+  ``not_leader`` naming the leader,
 - **metrics** for Prometheus (:class:`NodeMetrics`, served on ``/metrics``).
 
 The driver loop (:meth:`Node._drive`) follows the Ready contract of
