@@ -330,3 +330,42 @@ def test_close_releases_the_clients_locks(clients: Callable[..., Client]) -> Non
     with b.lock("closing", timeout=3.0) as g:
         assert b.lock_status("closing").holders == (b.client_id,)
         assert g.fencing_token > 0
+
+
+def test_keepalives_hold_a_lock_past_the_session_ttl(clients: Callable[..., Client]) -> None:
+    a, b = clients(session_ttl=1.0), clients()
+    g = a.acquire("kept-alive", timeout=WAIT)
+    time.sleep(2.5)  # > 2 ttls: only keepalives can have kept the session
+    st = b.lock_status("kept-alive")
+    assert st.holders == (a.client_id,) and st.fencing_token == g.fencing_token
+    with pytest.raises(LockTimeout):
+        b.acquire("kept-alive", timeout=0)
+    g.release()
+
+
+def test_a_follower_answers_not_leader_naming_the_leader(cluster: distsync.LocalCluster) -> None:
+    from distsync.net.envelope import Envelope
+    from distsync.net.transport import connect
+
+    leader = cluster.leader()
+    follower = next(n for n in cluster.node_ids if n != leader)
+    host, port = cluster.address(follower).rsplit(":", 1)
+
+    async def body() -> None:
+        conn = await connect(host, int(port), "raw-client", cluster.secret, timeout=5.0)
+        try:
+            for msg_type, payload in [
+                ("lock_status", {"resource": "r"}),
+                ("lock_acquire", {"resource": "r", "session_id": "s", "request_id": 1}),
+            ]:
+                env = Envelope.make(conn.ids, msg_type, follower, payload)
+                with pytest.raises(distsync.DistSyncError) as info:
+                    await conn.request(env, 5.0)
+                assert info.value.code == "not_leader"
+                details = info.value.details
+                assert details["leader"] == leader
+                assert details["leader_addr"] == cluster.address(leader)
+        finally:
+            conn.close()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
