@@ -133,7 +133,7 @@ class AsyncClient:
     """A connection to a distsync cluster for locks, on the running event loop.
 
     :param addresses: ``"host:port"`` of the cluster's nodes (any subset that includes a
-        reachable majority will do).
+        reachable majority will do), as a list or one comma-separated string.
     :param client_id: this client's id, shown in ``lock_status`` and deadlock cycles
         (default: a new unique one).
     :param session_ttl: seconds a session outlives its last keepalive; a dead client's
@@ -154,7 +154,8 @@ class AsyncClient:
         timeout: float = 10.0,
     ) -> None:
         if isinstance(addresses, str):
-            addresses = [addresses]
+            # "host:port" or the "host:port,host:port" form of the command line.
+            addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         if not addresses:
             raise ValueError("give at least one node address")
         if session_ttl <= 0 or timeout <= 0:
