@@ -19,6 +19,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "commit":
         return _bench_commit(args)
+    if args.what == "locks":
+        from distsync.bench._locks import run_cli
+
+        return run_cli(args)
     names = tuple(args.only.split(",")) if args.only else KERNELS
     unknown = [n for n in names if n not in KERNELS]
     if unknown:
@@ -434,20 +438,29 @@ def build_parser() -> argparse.ArgumentParser:
             "kernels: each native kernel against its peer library. commit: committed "
             "proposals per second and p50/p99 commit latency on a real 3-node cluster on "
             "127.0.0.1 (LMDB, fsync on), with 1 and 64 concurrent proposers, against a "
-            "3-node PySyncObj cluster in the same run (installed with pip if missing)."
+            "3-node PySyncObj cluster in the same run (installed with pip if missing). "
+            "locks: acquire+release pairs per second and p50/p99 latency on a real 3-node "
+            "cluster (fsync on) with 1 client, 64 clients on 64 locks and 16 clients on one "
+            "lock, against PySyncObj's ReplLockManager (pip) and a 3-member etcd (Debian's "
+            "etcd-server, apt-get when missing and root) in the same run."
         ),
     )
-    bench.add_argument("what", choices=["kernels", "commit"], help="which benchmark to run")
+    bench.add_argument("what", choices=["kernels", "commit", "locks"],
+                       help="which benchmark to run")  # fmt: skip
     bench.add_argument("--only", help="kernels: comma-separated (ring,wal,mesi,waitgraph)")
     bench.add_argument("--quick", action="store_true", help="smaller work, for a smoke run")
     bench.add_argument("--proposers", default="1,64",
                        help="commit: comma-separated proposer counts (default 1,64)")  # fmt: skip
     bench.add_argument("--duration", type=float,
-                       help="commit: seconds per run (default 3; 0.5 with --quick)")  # fmt: skip
+                       help="commit, locks: seconds per run (default 3; 0.5 with --quick)")  # fmt: skip
     bench.add_argument("--reps", type=int,
-                       help="commit: runs per configuration, median kept (3; 1 with --quick)")  # fmt: skip
+                       help="commit, locks: runs per configuration, median kept (3; 1 with --quick)")  # fmt: skip
     bench.add_argument("--skip-pysyncobj", dest="skip_pysyncobj", action="store_true",
                        help="commit: distsync only (no peer, nothing installed)")  # fmt: skip
+    bench.add_argument("--skip-peers", dest="skip_peers", action="store_true",
+                       help="locks: distsync only (no peer, nothing installed)")  # fmt: skip
+    bench.add_argument("--plot", metavar="FILE",
+                       help="locks: write a PNG of latency against clients (matplotlib)")  # fmt: skip
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     bench.set_defaults(func=_cmd_bench)
