@@ -21,17 +21,20 @@ stopped before it returns.
 
 from __future__ import annotations
 
-import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from distsync.client import LockGrant
 from distsync.cluster import LocalCluster
-from distsync.errors import DeadlockError, DistSyncError
+from distsync.errors import DeadlockError
+
+T = TypeVar("T")
 
 __all__ = ["DemoFailed", "run_demo", "main"]
 
@@ -66,11 +69,29 @@ class _Actor:
     def __init__(self, cluster: LocalCluster, name: str) -> None:
         self.name = name
         self.client = cluster.client(client_id=name, timeout=WAIT)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"demo-{name}")
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        # A daemon thread, not an executor's: if the demo fails while this person waits
+        # on a cluster that is gone, the process must still exit at once.
+        threading.Thread(target=self._work, name=f"demo-{name}", daemon=True).start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, fut = job
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on fut
+                fut.set_exception(exc)
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        self._jobs.put((fn, fut))
+        return fut
 
     def start_acquire(self, resource: str, mode: str = "exclusive") -> Future[LockGrant]:
         """Ask for ``resource`` without waiting for the answer."""
-        return self._pool.submit(self.client.acquire, resource, mode, WAIT)
+        return self._submit(lambda: self.client.acquire(resource, mode, WAIT))
 
     def acquire(self, resource: str, mode: str = "exclusive") -> LockGrant:
         return self.granted(self.start_acquire(resource, mode))
@@ -83,10 +104,13 @@ class _Actor:
             raise DemoFailed(f"{self.name} was never granted its lock") from None
 
     def release(self, grant: LockGrant) -> None:
-        self._pool.submit(grant.release).result(WAIT * 2)
+        try:
+            self._submit(grant.release).result(WAIT * 2)
+        except FutureTimeout:
+            raise DemoFailed(f"{self.name}'s release was never answered") from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._jobs.put(None)
 
 
 def _scene_shared_exclusive(cluster: LocalCluster, say: Callable[[str], None]) -> None:
@@ -251,12 +275,10 @@ def main() -> int:
     """``distsync demo``: 0 when every scene went as described, 1 otherwise."""
     try:
         run_demo()
-    except (DemoFailed, DistSyncError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure becomes one clear line
+        # Everything is stopped by now (LocalCluster's exit ran on the way out).
         kind = "" if isinstance(exc, DemoFailed) else f"{type(exc).__name__}: "
-        print(f"distsync demo: FAILED: {kind}{exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # The cluster is already stopped (LocalCluster's exit), but a person's worker
-        # thread may still be blocked on it; the interpreter would join that thread at
-        # exit. Nothing is left to clean up, so leave at once with the failure status.
-        os._exit(1)
+        print(f"distsync demo: FAILED: {kind}{exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -1,7 +1,8 @@
 """``distsync demo`` end to end, as a newcomer runs it: a subprocess of ``python -m
 distsync demo`` must exit 0 within its time budget and its output must state the facts
 the demo is there to show -- the deadlock detected with its cycle, the new leader after
-the kill, and fencing tokens that kept increasing."""
+the kill, and fencing tokens that kept increasing. And when something goes wrong it says
+so in one line and exits 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from distsync import demo
+from distsync.errors import ClusterUnavailable
 from distsync.testing.cluster import _child_env
 
 
@@ -45,3 +50,26 @@ def test_demo_runs_and_tells_what_happened() -> None:
     # the Raft index behind the tokens grows across them all).
     holds = [int(t) for t in re.findall(r"fencing token (\d+)", out)]
     assert holds and holds == sorted(holds), holds
+
+
+def test_demo_failure_is_one_clear_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cluster that never elects a leader: the demo must not raise a traceback at a
+    # newcomer but say what went wrong, and exit non-zero.
+    class NoLeader:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def __enter__(self) -> NoLeader:
+            raise ClusterUnavailable("no leader elected within 15 s")
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(demo, "LocalCluster", NoLeader)
+    assert demo.main() == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "distsync demo: FAILED: ClusterUnavailable: no leader elected within 15 s"
+    )
