@@ -322,12 +322,25 @@ def ensure_etcd(log: Callable[[str], None] = _stderr) -> tuple[str | None, str]:
     found = shutil.which("etcd")
     if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         log("installing Debian's etcd-server with apt-get...")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        ok = subprocess.run(["apt-get", "install", "-y", "-q", "etcd-server"], **quiet)  # type: ignore[call-overload]
-        if ok.returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], **quiet)  # type: ignore[call-overload]
-            subprocess.run(["apt-get", "install", "-y", "-q", "etcd-server"], **quiet)  # type: ignore[call-overload]
+
+        def apt(*argv: str) -> int:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            try:
+                done = subprocess.run(
+                    ["apt-get", *argv],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    timeout=600,
+                )
+            except subprocess.TimeoutExpired:  # a stuck mirror: etcd is then not available
+                return 1
+            return done.returncode
+
+        # A stale package index makes the install fail: update once, then try again.
+        if apt("install", "-y", "-q", "etcd-server") != 0:
+            apt("update", "-q")
+            apt("install", "-y", "-q", "etcd-server")
         found = shutil.which("etcd") or (
             "/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None
         )
