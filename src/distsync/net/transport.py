@@ -162,10 +162,7 @@ class Connection(asyncio.BufferedProtocol):
         # Replies the handlers queued on this connection for this read go out now, as one
         # write, rather than one loop iteration later: a request's round trip is then one
         # read and one write on this side.
-        if self._outbox and not self._closing:
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
-            self._flush()
+        self.flush()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -223,6 +220,14 @@ class Connection(asyncio.BufferedProtocol):
         self._outbox.append(env)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
+
+    def flush(self) -> None:
+        """Write what :meth:`send` queued now, in one write, instead of at the end of this
+        event-loop turn (for a caller about to block the loop, or on a latency path)."""
+        if self._outbox and not self._closing:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush()
 
     async def request(self, env: Envelope, timeout: float | None = None) -> Envelope:
         """Send ``env`` and wait for the envelope whose ``payload["reply_to"]`` is its
