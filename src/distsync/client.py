@@ -552,6 +552,18 @@ class LockGrant:
         )
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """The private loop of a :class:`Client`: uvloop's when installed (an optional
+    extra), whose calls from other threads and socket reads and writes cost less on every
+    request than the default loop's (each blocking call crosses to the loop thread and
+    back), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class Client:
     """The blocking client: the same API as :class:`AsyncClient`, usable from any number
     of threads (each thread is its own thread of control for locks). It runs an
@@ -576,7 +588,7 @@ class Client:
             secret=secret,
             timeout=timeout,
         )
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever,
             name=f"distsync-client-{self._async.client_id}",
