@@ -345,6 +345,8 @@ READER_SCRIPT = textwrap.dedent(
         if seen:
             assert wal.read(seen) == payload(seen)
         scans += 1
+        if scans == 1:
+            print("scanned", flush=True)  # the writer appends the rest only now
     print(json.dumps({"scans": scans, "seen": seen}))
     """
 )
@@ -363,6 +365,12 @@ def test_reader_process_sees_a_consistent_prefix(impl: str, tmp_path: Path) -> N
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+        )
+        # Wait for the reader's first scan, so it sees the log both short and grown
+        # however the two processes are scheduled.
+        assert reader.stdout is not None
+        assert reader.stdout.readline().strip() == "scanned", (
+            reader.stderr.read() if reader.stderr else ""
         )
         seq = 2
         while seq <= total:
