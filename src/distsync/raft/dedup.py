@@ -12,7 +12,6 @@ and expires with the client's session.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -75,17 +74,19 @@ class SessionTable:
         s.results[sequence] = result
         floor = sequence if first_unacked is None else min(first_unacked, sequence)
         if floor > s.floor:
-            s.floor = floor
-            # Drop what the client has acknowledged. Results are kept in the order they
-            # were applied, which for a pipelining client is (nearly) sequence order, so
-            # the acknowledged ones are at the front: stop at the first one still needed
-            # rather than scanning every result in flight on every command (with 64 in
-            # flight that scan was a few percent of each replica's CPU). One applied out
-            # of order stays until those before it go; below the floor it is never
-            # returned (checked first above), and every replica keeps the same ones.
+            old, s.floor = s.floor, floor
             results = s.results
-            for q in list(itertools.takewhile(floor.__gt__, results)):
-                del results[q]
+            # Drop what the client has acknowledged. Every result kept is >= the old
+            # floor, so the ones to drop are those in [old, floor): usually one or two,
+            # found by key rather than by scanning every result in flight (with 64 in
+            # flight that scan was a few percent of each replica's CPU). A jump wider
+            # than what is kept scans instead.
+            if floor - old <= len(results):
+                for q in range(old, floor):
+                    results.pop(q, None)
+            else:
+                for q in [q for q in results if q < floor]:
+                    del results[q]
         return result
 
     def applied(self, client_id: str, sequence: int) -> bool:
@@ -108,5 +109,6 @@ class SessionTable:
         t = cls()
         for c, (floor, results) in data.items():
             s = t._sessions[c] = _Session()
-            s.floor, s.results = floor, dict(results)
+            # Only results >= floor are kept (the invariant ``apply`` relies on).
+            s.floor, s.results = floor, {q: r for q, r in results.items() if q >= floor}
         return t
