@@ -109,7 +109,8 @@ def test_loopback_round_trip(
 
     benchmark.pedantic(lambda: loop.run_until_complete(ping_pong()), rounds=10, warmup_rounds=1)
     benchmark.extra_info["round_trips_per_round"] = n
-    benchmark.extra_info["us_per_round_trip"] = benchmark.stats.stats.median / n * 1e6
+    if benchmark.stats is not None:  # None with --benchmark-disable
+        benchmark.extra_info["us_per_round_trip"] = benchmark.stats.stats.median / n * 1e6
 
 
 def test_loopback_500_in_flight(
@@ -123,7 +124,8 @@ def test_loopback_500_in_flight(
 
     benchmark.pedantic(lambda: loop.run_until_complete(burst()), rounds=10, warmup_rounds=1)
     benchmark.extra_info["requests_per_round"] = n
-    benchmark.extra_info["requests_per_s"] = n / benchmark.stats.stats.median
+    if benchmark.stats is not None:  # None with --benchmark-disable
+        benchmark.extra_info["requests_per_s"] = n / benchmark.stats.stats.median
 
 
 @pytest.fixture(scope="module")
@@ -180,4 +182,5 @@ def test_loopback_round_trip_peer_streams(
 
     benchmark.pedantic(lambda: loop.run_until_complete(ping_pong()), rounds=10, warmup_rounds=1)
     benchmark.extra_info["round_trips_per_round"] = n
-    benchmark.extra_info["us_per_round_trip"] = benchmark.stats.stats.median / n * 1e6
+    if benchmark.stats is not None:  # None with --benchmark-disable
+        benchmark.extra_info["us_per_round_trip"] = benchmark.stats.stats.median / n * 1e6
