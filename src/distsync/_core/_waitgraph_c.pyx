@@ -201,6 +201,14 @@ cdef inline bint _name_lt(object a, object b) except -1:
     return a < b
 
 
+cdef inline void *_realloc_or_raise(void *p, size_t size) except NULL:
+    """``realloc``, raising MemoryError on failure (``p`` is then left as it was)."""
+    cdef void *q = realloc(p, size)
+    if q == NULL:
+        raise MemoryError()
+    return q
+
+
 @cython.final
 cdef class WaitForGraph:
     """A directed wait-for graph over client ids, with cycle (deadlock) detection.
@@ -283,7 +291,6 @@ cdef class WaitForGraph:
     cdef int _grow(self) except -1:
         """Double the slot capacity of every per-slot array."""
         cdef int32_t ncap
-        cdef void *p
         if self._cap >= _MAX_SLOTS:
             raise OverflowError("WaitForGraph cannot hold more than 2**31 - 16 nodes")
         ncap = self._cap * 2 if self._cap else 64
@@ -292,42 +299,15 @@ cdef class WaitForGraph:
         # Each realloc either succeeds or leaves its array as it was; _cap is
         # raised only when all succeeded, so a failure leaves a valid graph
         # (some arrays merely larger than needed).
-        p = realloc(self._hot, <size_t>ncap * sizeof(HotRec))
-        if p == NULL:
-            raise MemoryError()
-        self._hot = <HotRec *>p
-        p = realloc(self._inn, <size_t>ncap * sizeof(SmallVec))
-        if p == NULL:
-            raise MemoryError()
-        self._inn = <SmallVec *>p
-        p = realloc(self._heap, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._heap = <int32_t *>p
-        p = realloc(self._s_node, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_node = <int32_t *>p
-        p = realloc(self._s_edge, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_edge = <int32_t *>p
-        p = realloc(self._s_index, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_index = <int32_t *>p
-        p = realloc(self._s_low, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_low = <int32_t *>p
-        p = realloc(self._s_comp, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_comp = <int32_t *>p
-        p = realloc(self._s_stack, <size_t>ncap * sizeof(int32_t))
-        if p == NULL:
-            raise MemoryError()
-        self._s_stack = <int32_t *>p
+        self._hot = <HotRec *>_realloc_or_raise(self._hot, <size_t>ncap * sizeof(HotRec))
+        self._inn = <SmallVec *>_realloc_or_raise(self._inn, <size_t>ncap * sizeof(SmallVec))
+        self._heap = <int32_t *>_realloc_or_raise(self._heap, <size_t>ncap * sizeof(int32_t))
+        self._s_node = <int32_t *>_realloc_or_raise(self._s_node, <size_t>ncap * sizeof(int32_t))
+        self._s_edge = <int32_t *>_realloc_or_raise(self._s_edge, <size_t>ncap * sizeof(int32_t))
+        self._s_index = <int32_t *>_realloc_or_raise(self._s_index, <size_t>ncap * sizeof(int32_t))
+        self._s_low = <int32_t *>_realloc_or_raise(self._s_low, <size_t>ncap * sizeof(int32_t))
+        self._s_comp = <int32_t *>_realloc_or_raise(self._s_comp, <size_t>ncap * sizeof(int32_t))
+        self._s_stack = <int32_t *>_realloc_or_raise(self._s_stack, <size_t>ncap * sizeof(int32_t))
         # New slots: empty inline vectors, unmarked (0 is never a live epoch).
         memset(&self._hot[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(HotRec))
         memset(&self._inn[self._cap], 0, <size_t>(ncap - self._cap) * sizeof(SmallVec))
