@@ -121,6 +121,7 @@ def _serve_config(args: argparse.Namespace) -> Any:
         "tick_interval",
         "snapshot_entries",
         "snapshot_keep",
+        "log_format",
     ):
         value = getattr(args, key)
         if value is not None:
@@ -161,6 +162,8 @@ def _serve_config(args: argparse.Namespace) -> Any:
             setattr(cfg, key, int(conf[key]))
     if "tick_interval" in conf:
         cfg.tick_interval = float(conf["tick_interval"])
+    if "log_format" in conf:
+        cfg.log_format = str(conf["log_format"])
     cfg.validate()
     return cfg
 
@@ -496,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="entries kept behind a snapshot (default 1000)")  # fmt: skip
     serve.add_argument("--no-sync", dest="no_sync", action="store_true",
                        help="no fsync (tests only: loses data on power failure)")  # fmt: skip
+    serve.add_argument("--log-format", dest="log_format", choices=["segments", "lmdb"],
+                       help="how a new Raft log is stored: segment files, one fdatasync per "
+                       "commit (default), or LMDB, two ordered flushes per commit")  # fmt: skip
     _add_tls_flags(serve, "this node's")
     serve.add_argument("--log-level", dest="log_level", default="warning",
                        choices=["debug", "info", "warning", "error"])  # fmt: skip

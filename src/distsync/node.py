@@ -6,7 +6,8 @@
 - the **transport** (:mod:`distsync.net`): one listening :class:`~distsync.net.Server`
   for everything inbound (peers' Raft messages, client requests) and one reconnecting
   :class:`~distsync.net.PeerLink` per peer for this node's outbound Raft messages,
-- the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`): a leader writes in
+- the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`: the log in segment
+  files, one fdatasync per batch; hard state and snapshots in LMDB): a leader writes in
   a worker thread so that its event loop keeps receiving while its fsync is in flight;
   a follower writes inline (see below),
 - the **apply loop**: committed entries go to the replicated state machine
@@ -118,7 +119,7 @@ from distsync.raft import (
     Snapshot,
     StaleSequenceError,
 )
-from distsync.raft.lmdb_storage import LmdbStorage
+from distsync.raft.lmdb_storage import LOG_FORMATS, LmdbStorage
 from distsync.raft.progress import ProgressState
 
 __all__ = [
@@ -197,6 +198,9 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     #: fsync every write (False only for tests that do not care about power loss).
     sync: bool = True
+    #: How the Raft log is stored: ``"segments"`` (one flush per commit) or ``"lmdb"``
+    #: (see :mod:`distsync.raft.lmdb_storage`). An existing log is opened as found.
+    log_format: str = "segments"
     #: Take a snapshot (and compact the log) after this many entries applied since the last.
     snapshot_entries: int = 10_000
     #: Entries kept in the log behind a snapshot, so a follower a little behind catches up
@@ -213,6 +217,10 @@ class NodeConfig:
             raise ValueError("node id must not be empty")
         if self.tick_interval <= 0:
             raise ValueError("tick_interval must be > 0")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
         if self.snapshot_entries < 1 or self.snapshot_keep < 0:
             raise ValueError("snapshot_entries must be >= 1 and snapshot_keep >= 0")
         Config(self.id, voters=(self.id,), election_tick=self.election_tick,
@@ -748,7 +756,9 @@ class Node:
         if self._secret is None:
             self._secret = load_secret()
         os.makedirs(cfg.data_dir, exist_ok=True)
-        storage = self._storage = LmdbStorage(os.path.join(cfg.data_dir, "raft"), sync=cfg.sync)
+        storage = self._storage = LmdbStorage(
+            os.path.join(cfg.data_dir, "raft"), sync=cfg.sync, log_format=cfg.log_format
+        )
         snap = storage.snapshot()
         if snap.index:
             self.sm.restore(snap.data)

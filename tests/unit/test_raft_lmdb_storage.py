@@ -23,12 +23,20 @@ from typing import Any, TypeAlias
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import distsync
 from distsync._core.wal import Wal
 from distsync.errors import CorruptLogError, StorageError
-from distsync.raft.lmdb_storage import LmdbStorage, decode_entry, encode_entry
+from distsync.raft import lmdb_storage
+from distsync.raft.lmdb_storage import decode_entry, encode_entry
+from distsync.raft.segment_log import SegmentLog
 from distsync.raft.storage import (
     CompactedError,
     MemoryStorage,
@@ -39,6 +47,38 @@ from distsync.raft.storage import (
 from distsync.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
 
 SRC = str(Path(distsync.__file__).resolve().parents[1])
+
+#: The log format the current test runs with (every test runs with each).
+FORMAT = ["segments"]
+
+
+@pytest.fixture(autouse=True, params=lmdb_storage.LOG_FORMATS)
+def log_format(request: pytest.FixtureRequest) -> Any:
+    FORMAT[0] = request.param
+    yield request.param
+    FORMAT[0] = "segments"
+
+
+class LmdbStorage(lmdb_storage.LmdbStorage):
+    """The storage under test, in the current test's log format."""
+
+    def __init__(self, data_dir: Any, sync: bool = True, **kw: Any) -> None:
+        kw.setdefault("log_format", FORMAT[0])
+        kw.setdefault("segment_bytes", 1 << 16)  # small: rollovers happen, opens are quick
+        super().__init__(data_dir, sync, **kw)
+
+
+def open_log(path: Path) -> Wal | SegmentLog:
+    """The log directory ``path`` opened directly, in the current format."""
+    return Wal(path, sync=False) if FORMAT[0] == "lmdb" else SegmentLog(path, sync=False)
+
+
+def log_file(path: Path) -> Path:
+    """The file holding the first records of the log directory ``path``."""
+    if FORMAT[0] == "lmdb":
+        return path / "data.mdb"
+    return path / f"seg-{1:016x}.log"
+
 
 AnyStorage: TypeAlias = MemoryStorage | LmdbStorage
 
@@ -423,7 +463,7 @@ def test_interrupted_snapshot_install_leaves_the_old_log(tmp_path: Path) -> None
     with LmdbStorage(tmp_path) as s:
         s.save(HardState(1, "a", 0), ents(1, 3, 1))
         expect = dump(s)
-    with Wal(tmp_path / "log-1") as w:
+    with open_log(tmp_path / "log-1") as w:
         w.append([encode_entry(Entry(5, 50))])
     with LmdbStorage(tmp_path) as s:
         assert dump(s) == expect
@@ -590,18 +630,20 @@ def flip_in(file: Path, needle: bytes, where: int = 3) -> None:
 def test_damaged_entry_in_the_middle_stops_the_node(tmp_path: Path) -> None:
     with LmdbStorage(tmp_path, sync=False) as s:
         s.save(HardState(1, "a", 0), ents(1, 60, 1, size=100))  # one block, overflow pages
-    flip_in(tmp_path / "log-0" / "data.mdb", data(20, 1, 100))
+    flip_in(log_file(tmp_path / "log-0"), data(20, 1, 100))
     with pytest.raises(CorruptLogError) as info:
         LmdbStorage(tmp_path, sync=False)
     msg = str(info.value)
-    assert info.value.path == str(tmp_path / "log-0" / "data.mdb")
-    assert "Raft log entry 20" in msg and "cannot start" in msg
+    assert info.value.path == str(log_file(tmp_path / "log-0"))
+    # The Wal checksums each record; a segment log each append (the save above is one).
+    first_bad = 20 if FORMAT[0] == "lmdb" else 1
+    assert f"Raft log entry {first_bad}" in msg and "cannot start" in msg
 
 
 def test_record_with_a_wrong_index_stops_the_node(tmp_path: Path) -> None:
     with LmdbStorage(tmp_path, sync=False) as s:
         s.append(ents(1, 3, 1))
-    with Wal(tmp_path / "log-0", sync=False) as w:  # intact checksum, wrong content
+    with open_log(tmp_path / "log-0") as w:  # intact checksum, wrong content
         w.append([encode_entry(Entry(1, 9))])
     with pytest.raises(CorruptLogError, match=r"record 5 \(Raft log entry 4\) holds index 9"):
         LmdbStorage(tmp_path, sync=False)
@@ -610,7 +652,7 @@ def test_record_with_a_wrong_index_stops_the_node(tmp_path: Path) -> None:
 def test_decreasing_term_in_the_log_stops_the_node(tmp_path: Path) -> None:
     with LmdbStorage(tmp_path, sync=False) as s:
         s.append(ents(1, 3, 2))
-    with Wal(tmp_path / "log-0", sync=False) as w:
+    with open_log(tmp_path / "log-0") as w:
         w.append([encode_entry(Entry(1, 4))])
     with pytest.raises(CorruptLogError, match="term 1 after term 2"):
         LmdbStorage(tmp_path, sync=False)
@@ -783,7 +825,9 @@ class StorageAgainstOracle(RuleBasedStateMachine):
         assert dump(self.lmdb) == dump(self.mem)
 
 
-StorageAgainstOracle.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None
-)
-TestStorageAgainstOracle = StorageAgainstOracle.TestCase
+def test_storage_against_oracle() -> None:
+    """Runs once per log format (the autouse ``log_format`` fixture)."""
+    run_state_machine_as_test(
+        StorageAgainstOracle,
+        settings=settings(max_examples=100, stateful_step_count=40, deadline=None),
+    )

@@ -1,4 +1,5 @@
-"""Durable Raft storage: the log in the ``wal`` kernel, hard state and snapshot beside it.
+"""Durable Raft storage: the log in segment files (or the ``wal`` kernel), hard state and
+snapshot beside it in LMDB.
 
 :class:`LmdbStorage` implements the :class:`~distsync.raft.storage.Storage` Protocol with
 the same semantics and errors as :class:`~distsync.raft.storage.MemoryStorage`, plus the
@@ -10,8 +11,12 @@ Layout of ``data_dir``
 ======================
 
 ``log-<gen>/``
-    A :class:`~distsync._core.wal.Wal` (its own LMDB environment) holding the log of
-    generation ``gen``. Record ``seq`` is Raft entry ``seq + base``; ``base`` is fixed for
+    The log of generation ``gen``: a :class:`~distsync.raft.segment_log.SegmentLog`
+    (``log_format="segments"``, the default: one flush per durable append) or a
+    :class:`~distsync._core.wal.Wal` (``log_format="lmdb"``: its own LMDB environment,
+    two ordered flushes per commit). Both have the same API and guarantees; an existing
+    log is opened in the format found on disk, a new generation is made in the configured
+    one. Record ``seq`` is Raft entry ``seq + base``; ``base`` is fixed for
     the life of a generation (``-1`` for generation 0, so entry 0 is seq 1). The first
     record is always the *dummy*: the entry at the compaction point, whose term answers
     ``term(first_index() - 1)`` -- the same trick as MemoryStorage's ``_ents[0]``. It
@@ -41,7 +46,8 @@ current hard state into ``meta`` when ``meta`` lags (:meth:`LmdbStorage._flush_m
 save with a hard state and no entries (a vote, a commit learnt from a heartbeat) is one
 ``meta`` commit.
 
-Costs in durable commits (each an LMDB commit: data fdatasync + synchronous meta page):
+Costs in durable commits (a log commit: one fdatasync for segments, two ordered flushes for
+an LMDB Wal; a ``meta`` commit: LMDB's two):
 entries (+ hard state): 1; hard state alone: 1; entries conflicting with the stored tail:
 2 (truncate, append), plus 1 if ``meta`` lags; compaction: 1 (+1 if ``meta`` lags);
 snapshot install (rare): 3 (the new Wal's creation, its records, ``meta``) plus two
@@ -85,6 +91,7 @@ from xxhash import xxh3_64_intdigest
 from distsync._core._wal_py import open_env, preflight, storage_error
 from distsync._core.wal import Wal
 from distsync.errors import CorruptLogError
+from distsync.raft.segment_log import SEGMENT_BYTES, SegmentLog
 from distsync.raft.storage import (
     CompactedError,
     SnapshotOutOfDateError,
@@ -107,6 +114,9 @@ _F_HARD_STATE = 1
 _KINDS = {int(k): k for k in EntryKind}
 
 _META_MAP_SIZE = 1 << 20
+#: The formats a log generation can be stored in (see the module docstring).
+LOG_FORMATS = ("segments", "lmdb")
+_Log = Wal | SegmentLog
 #: Recent entries kept decoded in memory: a leader re-reads its newest entries for every
 #: follower's AppendEntries, which must not cost an LMDB read each time.
 TAIL_ENTRIES = 4096
@@ -212,18 +222,34 @@ class LmdbStorage:
     :param data_dir: directory of the storage (created if missing).
     :param sync: True: every write is durable when it returns. False: no fsync (tests,
         simulations); consistent after a process crash, not after an OS crash.
+    :param log_format: ``"segments"`` or ``"lmdb"``: how a new log generation is stored
+        (an existing one is opened as found).
+    :param segment_bytes: size of each segment file (``"segments"`` only).
     :raises CorruptLogError: the log or the metadata is damaged (names file and index).
     :raises StorageError: LMDB failed otherwise (e.g. the storage is open twice).
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], sync: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        sync: bool = True,
+        *,
+        log_format: str = "segments",
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        if log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}"
+            )
         self._dir = os.fspath(data_dir)
         self._sync = sync
+        self._log_format = log_format
+        self._segment_bytes = segment_bytes
         os.makedirs(self._dir, exist_ok=True)
         self._meta_path = os.path.join(self._dir, "meta")
         self._meta_file = os.path.join(self._meta_path, "data.mdb")
         self._env: Any = None
-        self._wal: Wal | None = None
+        self._wal: _Log | None = None
         self._gen = 0
         self._base = -1
         self._hs = EMPTY_HARD_STATE
@@ -301,10 +327,21 @@ class LmdbStorage:
             if name.startswith("log-") and name != f"log-{self._gen}":
                 shutil.rmtree(os.path.join(self._dir, name), ignore_errors=True)
 
-    def _open_wal(self, gen: int) -> Wal:
+    def _new_log(self, path: str) -> _Log:
+        """Open (or create) the log at ``path``: in the format found there, else in the
+        configured one."""
+        if os.path.exists(os.path.join(path, "data.mdb")):
+            return Wal(path, self._sync)
+        if self._log_format == "lmdb" and not (
+            os.path.isdir(path) and any(n.startswith("seg-") for n in os.listdir(path))
+        ):
+            return Wal(path, self._sync)
+        return SegmentLog(path, self._sync, segment_bytes=self._segment_bytes)
+
+    def _open_wal(self, gen: int) -> _Log:
         path = self._log_path(gen)
         try:
-            return Wal(path, self._sync)
+            return self._new_log(path)
         except CorruptLogError as exc:
             # Name the Raft index, not just the Wal's sequence number (0: no record is
             # to blame, the file itself is damaged).
@@ -590,7 +627,7 @@ class LmdbStorage:
         gen = self._gen + 1
         path = self._log_path(gen)
         shutil.rmtree(path, ignore_errors=True)  # a leftover of an interrupted install
-        wal = Wal(path, self._sync)
+        wal = self._new_log(path)
         try:
             base = snap.index - 1  # the dummy is seq 1
             dummy = Entry(snap.term, snap.index)

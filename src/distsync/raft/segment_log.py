@@ -48,7 +48,10 @@ Segments are read in order, chunk by chunk. A chunk whose checksum fails, or who
 ``seq`` does not continue the log, ends the data of the *last* segment when nothing valid
 follows it (a torn tail: the bytes from there on are zeroed and flushed, so a later
 append cannot be mistaken for more); anywhere else, or with a valid chunk after it, it is
-damage in the middle and raises CorruptLogError naming the file and sequence number. An
+damage in the middle and raises CorruptLogError naming the file and sequence number. A
+damaged last chunk is a torn tail only if it can be one: a write cut short leaves some
+of its sectors as they were, zeros; a chunk whose every sector holds data but whose
+checksum fails was damaged after it was acknowledged, and is refused too. An
 all-zero segment after the last one with data is a segment created in advance: reused.
 
 Not thread-safe: the owner (a storage driven by one thread at a time) serialises calls.
@@ -80,8 +83,9 @@ HEADER_SIZE = _HEAD.size + _CHECK.size  # 32
 _LEN = struct.Struct("<I")
 _RECORDS, _CUT, _START = 1, 2, 3
 #: Default size of a segment file.
-SEGMENT_BYTES = 64 << 20
+SEGMENT_BYTES = 16 << 20
 _ZERO_STEP = 1 << 20
+_SECTOR = 512
 _ZEROS = bytes(_ZERO_STEP)
 _NAME = re.compile(r"^seg-([0-9a-f]{16})\.log$")
 MAX_RECORD = 0xFFFFFFFF
@@ -108,6 +112,26 @@ def encode_chunk(kind: int, seq: int, payloads: list[bytes]) -> bytes:
     head = _HEAD.pack(MAGIC, kind, 0, 0, len(payloads), len(body), seq)
     total = HEADER_SIZE + len(body)
     return b"".join((head, _CHECK.pack(_checksum(head, body)), body, bytes(_pad(total) - total)))
+
+
+def _torn(data: bytes, pos: int) -> bool:
+    """Whether the damaged chunk at ``pos`` can be an interrupted write rather than damage
+    to a written one. Segments are zero-filled and never overwritten, so a write cut short
+    leaves some of the chunk's sectors all zeros (sector writes are atomic); a chunk whose
+    sectors all hold data but whose checksum fails was changed after it was written."""
+    size = len(data)
+    if pos + HEADER_SIZE > size:
+        return True
+    magic, kind, _z1, _z2, _count, blen, _seq = _HEAD.unpack_from(data, pos)
+    end = pos + HEADER_SIZE + blen
+    if magic != MAGIC or kind not in (_RECORDS, _CUT, _START) or end > size:
+        return True  # the header itself did not land whole
+    # Sectors wholly inside the chunk, and the chunk's part of its last sector.
+    first = (pos + _SECTOR - 1) // _SECTOR * _SECTOR
+    for at in range(first, end, _SECTOR):
+        if data.count(0, at, min(at + _SECTOR, end)) == min(_SECTOR, end - at):
+            return True
+    return False
 
 
 def _fsync_dir(path: str) -> None:
@@ -364,8 +388,13 @@ class SegmentLog:
                         n, self._last + 1, f"a chunk at offset {pos} does not continue the log"
                     )
             if not ok:
-                if self._valid_after(data, pos + 8):
-                    raise self._corrupt(n, self._last + 1, f"a damaged chunk at offset {pos}")
+                if self._valid_after(data, pos + 8) or not _torn(data, pos):
+                    raise self._corrupt(
+                        n,
+                        self._last + 1,
+                        f"a damaged chunk at offset {pos} (the records from {self._last + 1} "
+                        "written together)",
+                    )
                 return pos, True
             pos = _pad(body_at + blen)
         return (pos if pos else None), False
