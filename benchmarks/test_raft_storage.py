@@ -3,8 +3,10 @@
 What a Ready costs the driver in step 1 (persist): one entry with a moved commit (a
 leader at low load), and a batch of 64 x 100 B entries (a leader under load: the
 throughput bound is one save per fsync). Both with fsync on; the raw ``write`` +
-``fsync`` of the same bytes to a plain file is the floor any durable log pays. A
-``sync=False`` run of the batch separates the CPU cost from the disk's.
+``fsync`` of the same bytes to a plain file, and their ``pwrite`` + ``fdatasync`` over a
+zero-filled file (what a segment log does), are the floors a durable log pays. Each
+storage row runs with both log formats (segment files, LMDB). A ``sync=False`` run of
+the batch separates the CPU cost from the disk's.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ def _saver(s: LmdbStorage, n: int) -> Any:
     return save
 
 
+FORMATS = pytest.mark.parametrize("log_format", ["segments", "lmdb"])
+
+
+@FORMATS
 @pytest.mark.parametrize("n", [1, BATCH], ids=["one_entry", f"batch_{BATCH}x100B"])
-def test_save_fsync(benchmark: Any, tmp_path: Path, n: int) -> None:
-    with LmdbStorage(tmp_path / "raft", sync=True) as s:
+def test_save_fsync(benchmark: Any, tmp_path: Path, n: int, log_format: str) -> None:
+    with LmdbStorage(tmp_path / "raft", sync=True, log_format=log_format) as s:
         saves = itertools.count(1)
         save = _saver(s, n)
 
@@ -52,8 +58,9 @@ def test_save_fsync(benchmark: Any, tmp_path: Path, n: int) -> None:
         assert s.last_index() == (next(saves) - 1) * n
 
 
-def test_save_batch_no_fsync(benchmark: Any, tmp_path: Path) -> None:
-    with LmdbStorage(tmp_path / "raft", sync=False) as s:
+@FORMATS
+def test_save_batch_no_fsync(benchmark: Any, tmp_path: Path, log_format: str) -> None:
+    with LmdbStorage(tmp_path / "raft", sync=False, log_format=log_format) as s:
         benchmark.pedantic(_saver(s, BATCH), rounds=ROUNDS, warmup_rounds=5)
 
 
@@ -66,6 +73,27 @@ def test_raw_write_fsync(benchmark: Any, tmp_path: Path, n: int) -> None:
     def write() -> None:
         os.write(fd, buf)
         os.fsync(fd)
+
+    try:
+        benchmark.pedantic(write, rounds=ROUNDS, warmup_rounds=5)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("n", [1, BATCH], ids=["one_entry", f"batch_{BATCH}x100B"])
+def test_raw_overwrite_fdatasync(benchmark: Any, tmp_path: Path, n: int) -> None:
+    """The floor of a one-flush log: the same bytes written over a zero-filled file, then
+    fdatasync (no size or extent change, so no metadata to journal)."""
+    buf = PAYLOAD * n
+    size = (ROUNDS + 10) * len(buf)
+    fd = os.open(tmp_path / "pre.bin", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, bytes(size), 0)
+    os.fsync(fd)
+    at = itertools.count(0, len(buf))
+
+    def write() -> None:
+        os.pwrite(fd, buf, next(at))
+        os.fdatasync(fd)
 
     try:
         benchmark.pedantic(write, rounds=ROUNDS, warmup_rounds=5)

@@ -53,6 +53,7 @@ def _bench_commit(args: argparse.Namespace) -> int:
             base.duration if args.duration is None else args.duration,
             base.reps if args.reps is None else args.reps,
             base.warmup,
+            base.log_formats if args.log_formats is None else tuple(args.log_formats.split(",")),
         )
     except ValueError as exc:
         print(f"distsync bench commit: {exc}", file=sys.stderr)
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="commit, locks: seconds per run (default 3; 0.5 with --quick)")  # fmt: skip
     bench.add_argument("--reps", type=int,
                        help="commit, locks: runs per configuration, median kept (3; 1 with --quick)")  # fmt: skip
+    bench.add_argument("--log-formats", dest="log_formats",
+                       help="commit: Raft log formats to run, comma-separated "
+                       "(segments,lmdb; segments with --quick)")  # fmt: skip
     bench.add_argument("--skip-pysyncobj", dest="skip_pysyncobj", action="store_true",
                        help="commit: distsync only (no peer, nothing installed)")  # fmt: skip
     bench.add_argument("--skip-peers", dest="skip_peers", action="store_true",

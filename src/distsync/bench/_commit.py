@@ -107,14 +107,16 @@ def bench_distsync(
     reps: int,
     log: Callable[[str], None] = _stderr,
     warmup: float = 0.5,
+    log_format: str = "segments",
 ) -> dict[int, list[dict[str, float]]]:
-    """``reps`` runs per proposer count on a fresh 3-process cluster (LMDB, fsync on)."""
+    """``reps`` runs per proposer count on a fresh 3-process cluster (fsync on), its Raft
+    log stored in ``log_format`` (see :mod:`distsync.raft.lmdb_storage`)."""
     from distsync.node import install_uvloop
     from distsync.testing.cluster import ProcessCluster
 
     install_uvloop()
     results: dict[int, list[dict[str, float]]] = {p: [] for p in proposer_counts}
-    with ProcessCluster(3) as c:
+    with ProcessCluster(3, args=["--log-format", log_format]) as c:
         c.wait_for_leader(timeout=15.0)
 
         async def main() -> None:
@@ -290,9 +292,15 @@ class CommitSettings:
         duration: float = 3.0,
         reps: int = 3,
         warmup: float = 0.5,
+        log_formats: tuple[str, ...] = ("segments", "lmdb"),
     ) -> None:
         if not proposers or min(proposers) < 1:
             raise ValueError("proposer counts must be >= 1")
+        from distsync.raft.lmdb_storage import LOG_FORMATS
+
+        if not log_formats or any(f not in LOG_FORMATS for f in log_formats):
+            raise ValueError(f"log formats must be among {', '.join(LOG_FORMATS)}")
+        self.log_formats = log_formats
         if duration <= 0 or reps < 1 or warmup < 0:
             raise ValueError("duration must be > 0, reps >= 1, warmup >= 0")
         self.proposers = proposers
@@ -302,7 +310,7 @@ class CommitSettings:
 
 
 #: ``--quick``: one short run per configuration, a smoke run (figures are rough).
-QUICK = CommitSettings(duration=0.5, reps=1, warmup=0.2)
+QUICK = CommitSettings(duration=0.5, reps=1, warmup=0.2, log_formats=("segments",))
 
 
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -322,18 +330,19 @@ def run_commit(
     counts = list(settings.proposers)
     d, reps, warm = settings.duration, settings.reps, settings.warmup
     rows: list[dict[str, Any]] = []
-    log("distsync (3 processes, LMDB, fsync on)...")
-    ours = bench_distsync(counts, d, reps, log, warm)
-    for p in counts:
-        rows.append(
-            {
-                "system": "distsync",
-                "fsync": True,
-                "proposers": p,
-                **_median_run(ours[p]),
-                "runs": ours[p],
-            }
-        )
+    for fmt in settings.log_formats:
+        log(f"distsync (3 processes, Raft log in {fmt}, fsync on)...")
+        ours = bench_distsync(counts, d, reps, log, warm, fmt)
+        for p in counts:
+            rows.append(
+                {
+                    "system": "distsync" if fmt == "segments" else f"distsync ({fmt} log)",
+                    "fsync": True,
+                    "proposers": p,
+                    **_median_run(ours[p]),
+                    "runs": ours[p],
+                }
+            )
     peer_version = None
     if peer:
         peer_version = ensure_pysyncobj()
@@ -365,14 +374,14 @@ def run_commit(
 def render_commit_table(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`run_commit` as a fixed-width table."""
     head = (
-        f"{'system':<18} {'fsync':>5} {'proposers':>9} {'commits/s':>11} {'p50 ms':>8} "
+        f"{'system':<20} {'fsync':>5} {'proposers':>9} {'commits/s':>11} {'p50 ms':>8} "
         f"{'p99 ms':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         extra = f"  (batch={r['batch']})" if "batch" in r else ""
         lines.append(
-            f"{r['system']:<18} {('on' if r['fsync'] else 'off'):>5} {r['proposers']:>9} "
+            f"{r['system']:<20} {('on' if r['fsync'] else 'off'):>5} {r['proposers']:>9} "
             f"{r['rate']:>11,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}{extra}"
         )
     return "\n".join(lines)
