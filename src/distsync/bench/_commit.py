@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one short run each, a smoke run")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     ap.add_argument("--skip-pysyncobj", action="store_true")
+    ap.add_argument(
+        "--log-formats", help="Raft log formats to run, comma-separated (segments,lmdb)"
+    )
     # Internal: one PySyncObj node.
     ap.add_argument("--pysyncobj-node", dest="index", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ports", help=argparse.SUPPRESS)
@@ -406,10 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.index is not None:
         return pysyncobj_node(args)
     counts = tuple(int(p) for p in args.proposers.split(","))
+    formats = tuple(args.log_formats.split(",")) if args.log_formats else ()
+    formats_arg = (formats,) if formats else ()
     if args.quick:
-        settings = CommitSettings(counts, QUICK.duration, QUICK.reps, QUICK.warmup)
+        settings = CommitSettings(
+            counts, QUICK.duration, QUICK.reps, QUICK.warmup, formats or QUICK.log_formats
+        )
     else:
-        settings = CommitSettings(counts, args.duration, args.reps, args.warmup)
+        settings = CommitSettings(counts, args.duration, args.reps, args.warmup, *formats_arg)
     result = run_commit(settings, peer=not args.skip_pysyncobj)
     print(render_commit_table(result["rows"]))
     if args.json:
