@@ -13,6 +13,7 @@ docstrings):
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -124,3 +125,92 @@ def test_a_wait_whose_connection_closed_is_withdrawn_unless_the_client_comes_bac
             conn2.close()
 
     asyncio.run(asyncio.wait_for(body(), 3 * WAIT))
+
+
+def test_a_cancelled_acquire_withdraws_its_wait_or_releases_the_lock(
+    cluster: distsync.LocalCluster,
+) -> None:
+    # The caller gives up (task cancelled) while its connection stays up: only the
+    # client can withdraw the wait. Cancelled at different moments around the hand-off,
+    # so in some rounds the grant wins the race and must be released instead.
+    rng = random.Random(7)
+
+    async def body() -> None:
+        async with (
+            AsyncClient(cluster.addresses, secret=cluster.secret) as a,
+            AsyncClient(cluster.addresses, secret=cluster.secret) as b,
+        ):
+            for k in range(10):
+                name = f"given-up-{k}"
+                g = await a.acquire(name, timeout=WAIT)
+                task = asyncio.ensure_future(b.acquire(name, timeout=None))
+
+                async def queued(name: str = name) -> bool:
+                    return (await _status(a, name))[1] == (b.client_id,)
+
+                await until(queued, "b queued")
+                if k == 0:
+                    task.cancel()  # before any hand-off: the wait must go
+                    await until(
+                        lambda name=name: _is(a, name, ((a.client_id,), ())), "wait withdrawn"
+                    )
+                    await g.release()
+                elif k % 3 == 1:
+                    # Cancel and release at once: b's Cancel races a's Release in the log.
+                    task.cancel()
+                    await g.release()
+                else:
+                    # Around the hand-off: the grant may reach b before the cancel does.
+                    release = asyncio.ensure_future(g.release())
+                    await asyncio.sleep(rng.uniform(0.0, 0.02))
+                    task.cancel()
+                    await release
+                try:
+                    await task
+                    outcome = "granted"  # it finished before the cancel landed
+                except asyncio.CancelledError:
+                    outcome = "cancelled"
+                if outcome == "granted":
+                    await task.result().release()
+                # Whatever won, b holds nothing it does not know of: the lock ends free.
+                await until(lambda name=name: _is(a, name, ((), ())), f"{name} free ({outcome})")
+                # And b can take it next, as anyone could.
+                async with b.lock(name, timeout=WAIT) as g2:
+                    assert g2.fencing_token > g.fencing_token
+
+    asyncio.run(asyncio.wait_for(body(), 6 * WAIT))
+
+
+async def _is(c: AsyncClient, name: str, want: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
+    return await _status(c, name) == want
+
+
+def test_an_acquire_given_up_while_no_leader_answers_is_withdrawn_once_one_does() -> None:
+    # The caller gives up while the cluster has no majority: the withdrawal cannot reach
+    # anyone then, and must happen once a leader answers again -- before the lock is
+    # handed to the waiter nobody listens for.
+    with distsync.LocalCluster(nodes=3) as cluster:
+
+        async def body() -> None:
+            async with (
+                AsyncClient(cluster.addresses, secret=cluster.secret, timeout=WAIT) as a,
+                AsyncClient(cluster.addresses, secret=cluster.secret, timeout=WAIT) as b,
+            ):
+                g = await a.acquire("outage", timeout=WAIT)
+                task = asyncio.ensure_future(b.acquire("outage", timeout=None))
+                await until(lambda: _is(a, "outage", ((a.client_id,), (b.client_id,))), "b queued")
+                leader = cluster.leader()
+                down = [leader, next(n for n in cluster.node_ids if n != leader)]
+                for n in down:
+                    cluster.kill(n)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(3.0)  # the first withdrawal attempt (2 s) fails
+                for n in down:
+                    await asyncio.to_thread(cluster.restart, n, timeout=WAIT)
+                await until(lambda: _is(a, "outage", ((a.client_id,), ())), "b's wait withdrawn")
+                await g.release()
+                assert await _status(a, "outage") == ((), ())
+
+        asyncio.run(asyncio.wait_for(body(), 6 * WAIT))
