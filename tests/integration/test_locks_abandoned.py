@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -179,6 +180,38 @@ def test_a_cancelled_acquire_withdraws_its_wait_or_releases_the_lock(
                     assert g2.fencing_token > g.fencing_token
 
     asyncio.run(asyncio.wait_for(body(), 6 * WAIT))
+
+
+def test_a_client_that_comes_back_too_late_queues_again(cluster: distsync.LocalCluster) -> None:
+    # b's connection to the leader drops and its way back is slow: the address it tries
+    # next accepts TCP but never answers the handshake (b gives up on it after 2 s). The
+    # leader withdraws the abandoned wait meanwhile; b, back with the same request, hears
+    # the wait ended before its timeout (none) and queues again instead of failing.
+    leader = cluster.leader()
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent_addr = f"127.0.0.1:{silent.getsockname()[1]}"
+
+    async def body() -> None:
+        async with (
+            AsyncClient(cluster.addresses, secret=cluster.secret) as a,
+            AsyncClient([cluster.address(leader), silent_addr], secret=cluster.secret) as b,
+        ):
+            g = await a.acquire("late", timeout=WAIT)
+            task = asyncio.ensure_future(b.acquire("late", timeout=None))
+            await until(lambda: _is(a, "late", ((a.client_id,), (b.client_id,))), "b queued")
+            b._conns[0].close()  # the network drops b's connection to the leader
+            await until(lambda: _is(a, "late", ((a.client_id,), ())), "withdrawn")
+            await until(lambda: _is(a, "late", ((a.client_id,), (b.client_id,))), "b queued again")
+            assert not task.done()
+            await g.release()
+            got = await asyncio.wait_for(task, WAIT)
+            assert got.fencing_token > g.fencing_token
+            await got.release()
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 3 * WAIT))
+    finally:
+        silent.close()
 
 
 async def _is(c: AsyncClient, name: str, want: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
