@@ -24,6 +24,16 @@ How requests reach the cluster
   over (no polling); ``timeout=`` travels with it, so the leader removes the waiter when it
   passes. If the answer does not come in time anyway (a lost leader, say), the client
   withdraws the wait itself and raises :class:`~distsync.errors.LockTimeout`.
+- **Giving up never leaves a lock behind.** Whenever an acquire ends without handing the
+  caller a grant -- its timeout, no leader reachable, the calling task cancelled (or
+  ``asyncio.wait_for`` around it), the calling thread interrupted -- the client cancels
+  the wait, or releases the lock if the grant won the race, retrying in the background
+  until a leader answers; the session serves no other acquire meanwhile. So a lock the
+  caller was told it did not get is never held in its name.
+- **Abandoned waits.** A leader withdraws a queued acquire whose connection closed and
+  was not replaced within one election timeout (see :mod:`distsync.lock`). The client
+  re-sends a waiting acquire as soon as its connection drops; if it was too late and
+  hears that the wait ended before its timeout, it queues again (at the tail).
 """
 
 from __future__ import annotations
@@ -68,14 +78,17 @@ def _parse(address: str) -> tuple[str, int]:
 
 
 class _Session:
-    """One lock session of this client; ``busy`` counts its grants and its wait."""
+    """One lock session of this client; ``busy`` counts its grants and its wait.
+    ``withdrawing``: the background withdrawal of an acquire given up on it, which the
+    session's next acquire waits for (a session waits for one lock at a time)."""
 
-    __slots__ = ("id", "busy", "alive")
+    __slots__ = ("id", "busy", "alive", "withdrawing")
 
     def __init__(self, sid: str) -> None:
         self.id = sid
         self.busy = 0
         self.alive = True
+        self.withdrawing: asyncio.Task[None] | None = None
 
 
 class AsyncLockGrant:
@@ -177,6 +190,7 @@ class AsyncClient:
         self._idle: list[_Session] = []
         self._by_worker: dict[object, _Session] = {}
         self._keepalive: asyncio.Task[None] | None = None
+        self._withdrawals: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -240,47 +254,116 @@ class AsyncClient:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         start = time.monotonic()
+        end = None if timeout is None else start + timeout
         session = await self._session_for(worker, self._deadline(None))
-        rid = next(self._request_numbers)
-        payload: dict[str, Any] = {
-            "resource": resource,
-            "mode": mode.value,
-            "session_id": session.id,
-            "request_id": rid,
-            "timeout": timeout,
-        }
         # The leader times the wait out on its clock; the client gives it a little
         # longer to say so before it gives up on its own.
-        deadline = None if timeout is None else start + timeout + _TIMEOUT_GRACE
+        deadline = None if end is None else end + _TIMEOUT_GRACE
+        rid = 0
         try:
-            try:
+            if session.withdrawing is not None:
+                # The session's last acquire was given up and is being withdrawn: this
+                # one must not find it still waiting (or holding what it got meanwhile).
+                limit = self._deadline(None) if deadline is None else deadline
+                done, _ = await asyncio.wait(
+                    {session.withdrawing}, timeout=max(0.0, limit - time.monotonic())
+                )
+                if not done:
+                    raise ClusterUnavailable(
+                        f"acquiring {resource!r}: the session's previous acquire is still "
+                        "being withdrawn (no leader answers)"
+                    )
+            wait_for = timeout
+            while True:
+                rid = next(self._request_numbers)
+                payload: dict[str, Any] = {
+                    "resource": resource,
+                    "mode": mode.value,
+                    "session_id": session.id,
+                    "request_id": rid,
+                    "timeout": wait_for,
+                }
                 reply = await self._call("lock_acquire", payload, deadline, sequenced=True)
-            except ClusterUnavailable:
-                if deadline is None or time.monotonic() < deadline:
-                    raise
-                await self._withdraw(resource, session, rid)
-                raise LockTimeout(f"acquiring {resource!r} timed out after {timeout}s") from None
-            effect = effect_from_wire(reply["effect"])
-            if hasattr(effect, "error"):
-                raise effect.error()
-            token = int(reply["effect"]["token"])
+                wire = reply["effect"]
+                kind, now = wire.get("effect"), time.monotonic()
+                if (end is None or now < end) and (
+                    kind == "timed_out"
+                    or (kind == "cancelled" and wire.get("reason") == "cancelled")
+                ):
+                    # Not our timeout (it has not passed) nor our cancel (we send one only
+                    # after giving up): the leader withdrew the wait while our connection
+                    # was down too long (abandoned, see distsync.lock). Queue again.
+                    wait_for = None if end is None else end - now
+                    continue
+                effect = effect_from_wire(wire)
+                if hasattr(effect, "error"):
+                    raise effect.error()
+                token = int(wire["token"])
+                break
+        except (ClusterUnavailable, asyncio.CancelledError) as exc:
+            if not rid:
+                self._done_with(session, worker)
+                raise
+            # Given up with acquire ``rid`` out -- no leader answered, the caller gave up
+            # (a cancelled task, wait_for, an interrupted thread), or the timeout passed
+            # without the leader's verdict: its wait, or the lock if the grant won the
+            # race, must not outlive this call. Withdrawn in the background, as this task
+            # may not await any more.
+            task = self._withdraw_later(resource, session, worker, rid)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if deadline is None or time.monotonic() < deadline:
+                raise
+            # Our timeout: raised once the wait is gone, in the common case.
+            await asyncio.wait({task}, timeout=min(self.timeout, 2.0) + 0.5)
+            raise LockTimeout(f"acquiring {resource!r} timed out after {timeout}s") from None
         except BaseException:
             self._done_with(session, worker)
             raise
         return AsyncLockGrant(self, resource, mode, token, session, worker)
 
-    async def _withdraw(self, resource: str, session: _Session, rid: int) -> None:
-        """Best effort, after a local timeout: cancel the wait, or release the lock if the
+    async def _withdraw(self, resource: str, session: _Session, rid: int) -> bool:
+        """After giving up on acquire ``rid``: cancel its wait, or release the lock if the
         grant won the race (the session cannot have held ``resource`` before: no
-        re-entrancy), so nothing is left behind for the others."""
+        re-entrancy), so nothing is left behind for the others. Returns whether the
+        cluster answered, i.e. whether nothing of it can be left."""
         deadline = time.monotonic() + min(self.timeout, 2.0)
         base = {"resource": resource, "session_id": session.id}
-        with contextlib.suppress(DistSyncError):
+        try:
             reply = await self._call(
                 "lock_release", {**base, "cancel": rid}, deadline, sequenced=True
             )
             if reply["effect"].get("code") == "not_waiting":
                 await self._call("lock_release", base, deadline, sequenced=True)
+        except ClusterUnavailable:
+            return False
+        except DistSyncError as exc:
+            # Refused for good (the session is gone, say): nothing is left to withdraw.
+            log.warning("client %s: withdrawing %r: %s", self._client_id, resource, exc)
+        return True
+
+    def _withdraw_later(
+        self, resource: str, session: _Session, worker: object, rid: int
+    ) -> asyncio.Task[None]:
+        """Withdraw acquire ``rid`` in the background until the cluster answers; the
+        session stays taken (its ``busy`` count) until then, and its next acquire waits."""
+
+        async def run() -> None:
+            try:
+                while not self._closed and not await self._withdraw(resource, session, rid):
+                    await asyncio.sleep(0.1)
+            finally:
+                if session.withdrawing is asyncio.current_task():
+                    session.withdrawing = None
+                self._done_with(session, worker)
+
+        task = asyncio.get_running_loop().create_task(
+            run(), name=f"distsync-withdraw-{session.id}-{rid}"
+        )
+        session.withdrawing = task
+        self._withdrawals.add(task)
+        task.add_done_callback(self._withdrawals.discard)
+        return task
 
     async def _release(self, grant: AsyncLockGrant, timeout: float | None) -> None:
         if grant.released:
@@ -494,6 +577,9 @@ class AsyncClient:
             return_exceptions=True,
         )
         self._closed = True
+        # Closing the sessions withdrew whatever a background withdrawal was after.
+        for task in list(self._withdrawals):
+            task.cancel()
         for conn in self._conns.values():
             conn.close()
         for conn in self._conns.values():
@@ -606,7 +692,14 @@ class Client:
         if self._closed:
             coro.close()
             raise ClusterUnavailable("the client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            # Interrupted here (KeyboardInterrupt, say): the call is given up, so it is
+            # cancelled on the loop too (an acquire then withdraws its wait).
+            fut.cancel()
+            raise
 
     def acquire(
         self, resource: str, mode: str | Mode = "exclusive", timeout: float | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import secrets
+import subprocess
 from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -100,15 +101,40 @@ class LocalCluster:
             raise ClusterUnavailable(str(exc)) from None
         return nid
 
-    def kill(self, node_id: str) -> None:
-        """``kill -9`` the node (it leaves its data dir as a crash would)."""
-        self._check(node_id)
-        self._procs.kill(node_id)
+    def kill(self, node_id: str, *, timeout: float | None = None) -> None:
+        """``kill -9`` the node (it leaves its data dir as a crash would). Returns once
+        the process is gone, so its port and data dir are free for :meth:`restart`.
 
-    def restart(self, node_id: str) -> None:
-        """Start the node again on the same data dir (killing it first if it runs)."""
+        :param timeout: seconds to wait for the process to go (default: the cluster's
+            ``timeout``).
+        :raises ClusterUnavailable: naming the node, if it is still there after that.
+        """
         self._check(node_id)
-        self._procs.restart(node_id)
+        t = self.timeout if timeout is None else timeout
+        try:
+            self._procs.kill(node_id, timeout=t)
+        except subprocess.TimeoutExpired:
+            raise ClusterUnavailable(f"node {node_id} still running {t}s after SIGKILL") from None
+
+    def restart(self, node_id: str, *, timeout: float | None = None) -> None:
+        """Start the node again on the same data dir (killing it first if it runs) and
+        wait until it is up and answering requests, as :meth:`start` waits for a leader.
+        It may still be catching up with the leader's log when this returns; it does
+        not wait for a leader (with a majority down there is none to wait for).
+
+        :param timeout: seconds to wait for the node to answer (default: the cluster's
+            ``timeout``).
+        :raises ClusterUnavailable: naming the node, if it exits or does not answer in
+            time (a node that is merely slow keeps running).
+        """
+        self._check(node_id)
+        t = self.timeout if timeout is None else timeout
+        self.kill(node_id, timeout=t)
+        self._procs.start(node_id)
+        try:
+            _run_blocking(self._procs.await_answering(node_id, timeout=t))
+        except TimeoutError as exc:
+            raise ClusterUnavailable(f"restarting {node_id}: {exc}") from None
 
     def data_dir(self, node_id: str) -> str:
         """The node's data directory (kept across :meth:`restart`, removed on exit)."""

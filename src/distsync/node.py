@@ -687,6 +687,29 @@ _BULKY = (MessageType.APPEND_ENTRIES, MessageType.INSTALL_SNAPSHOT)
 _Waiter = Callable[[int, Any, "BaseException | None"], None]
 
 
+class _PendingAcquire:
+    """A queued acquire whose client waits on this leader: called with the effect that
+    ends it (as plain data) to answer the client on ``conn``, the connection its latest
+    request came on (see "Abandoned waits" in :meth:`Node.on_lock_acquire`)."""
+
+    __slots__ = ("conn", "resource", "client_id", "answer")
+
+    def __init__(
+        self,
+        conn: Connection,
+        resource: str,
+        client_id: str,
+        answer: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.conn = conn
+        self.resource = resource
+        self.client_id = client_id
+        self.answer = answer
+
+    def __call__(self, effect: dict[str, Any]) -> None:
+        self.answer(effect)
+
+
 class Node:
     """One Raft node: see the module docstring. Use from one event loop::
 
@@ -734,7 +757,9 @@ class Node:
         self._expiry = ExpiryScheduler()
         # Acquires that queued, answered from the entry that grants (or ends) them:
         # (session_id, request_id) -> answer(effect as plain data).
-        self._acquires: dict[tuple[str, Any], Callable[[dict[str, Any]], None]] = {}
+        self._acquires: dict[tuple[str, Any], _PendingAcquire] = {}
+        # Client connections whose close is watched: a queued acquire waits on them.
+        self._watched: set[Connection] = set()
         # ReadIndex (lock_status): requests queued for the driver, requests the core
         # holds (context -> answer), and confirmed ones awaiting the apply of their index.
         self._in_reads: list[tuple[bytes, Callable[[BaseException | None], None]]] = []
@@ -1411,8 +1436,22 @@ class Node:
         """``lock_acquire`` ``{resource, mode, session_id, request_id, timeout, seq,
         first_unacked}``: answered once with ``ack {"effect": ...}`` -- a grant, or the
         refusal (deadlock, rejected, timed_out, cancelled) -- when the acquire ends, which
-        for a queued one is the entry that hands it the lock."""
+        for a queued one is the entry that hands it the lock.
+
+        Abandoned waits: when the connection a queued acquire waits on closes and no
+        retry of it (same client, session and request id, which the client sends on
+        reconnecting) arrives on another connection within one election timeout, this
+        leader proposes a ``Cancel`` of it (:meth:`_cancel_abandoned`), so a waiter
+        nobody listens for leaves the queue instead of blocking it until its timeout or
+        its session's expiry, or being granted a lock nobody will use or release."""
         p = env.payload
+        sid, rid = p.get("session_id"), p.get("request_id")
+        if type(sid) is str and type(rid) in (int, str) and self._lock_clock is not None:
+            # A retry of a queued acquire (same client, session and request) re-attaches
+            # it to this connection as soon as it arrives: see _cancel_abandoned.
+            pending = self._acquires.get((sid, rid))
+            if pending is not None and pending.client_id == env.sender_id:
+                pending.conn = conn
 
         def build(now: float) -> Acquire:
             return Acquire(
@@ -1438,7 +1477,10 @@ class Node:
             table = self.sm.locks
             info = table.session(str(sid))
             if info is not None and info.waiting == name:
-                self._acquires[(str(sid), rid)] = lambda e: self._ack_effect(conn, env, e)
+                self._acquires[(str(sid), rid)] = _PendingAcquire(
+                    conn, str(name), env.sender_id, lambda e: self._ack_effect(conn, env, e)
+                )
+                self._watch(conn)
                 return
             grant = table.hold(str(sid), str(name))
             if grant is not None and grant.request_id == rid:
@@ -1447,10 +1489,50 @@ class Node:
                 ended = Cancelled(str(name), env.sender_id, str(sid), rid, "session_expired")
                 self._ack_effect(conn, env, effect_to_wire(ended))
             else:
+                # Timed out, or cancelled (by the client, or abandoned): the table keeps no
+                # trace of which. The client tells them apart by its own deadline.
                 ended_t = TimedOut(str(name), env.sender_id, str(sid), rid)
                 self._ack_effect(conn, env, effect_to_wire(ended_t))
 
         self._propose_lock(conn, env, build, then)
+
+    def _watch(self, conn: Connection) -> None:
+        """Check the queued acquires waiting on ``conn`` once it closes."""
+        if conn not in self._watched:
+            self._watched.add(conn)
+            conn.closed.add_done_callback(lambda _: self._on_waiter_closed(conn))
+
+    def _on_waiter_closed(self, conn: Connection) -> None:
+        self._watched.discard(conn)
+        if self._stopping or self._lock_clock is None:
+            return
+        if any(p.conn is conn for p in self._acquires.values()):
+            cfg = self.config
+            grace = cfg.election_tick * cfg.tick_interval
+            asyncio.get_running_loop().call_later(grace, self._cancel_abandoned, conn)
+
+    def _cancel_abandoned(self, conn: Connection) -> None:
+        """One election timeout after ``conn`` closed: withdraw (through the log) every
+        acquire still queued for a client that was waiting on it and has not come back.
+        A client that is alive re-sends its acquire on reconnecting, which re-attaches
+        it (:meth:`on_lock_acquire`); one that comes back later finds the wait ended and
+        asks again. Only the leader decides; every replica applies the same ``Cancel``,
+        which refuses harmlessly if the grant won the race."""
+        if self._stopping or self._lock_clock is None:
+            return  # not leading any more: the pending acquires were dropped
+        table = self.sm.locks
+        proposed = False
+        for (sid, rid), p in list(self._acquires.items()):
+            if p.conn is not conn:
+                continue
+            info = table.session(sid)
+            if info is None or info.waiting != p.resource:
+                continue  # ended meanwhile: its own entry answers it
+            cmd = Cancel(p.resource, p.client_id, sid, rid)
+            self._in_props.append((encode_lock_entry(cmd), _ignore))
+            proposed = True
+        if proposed:
+            self._wake.set()
 
     def on_lock_release(self, conn: Connection, env: Envelope) -> None:
         """``lock_release`` ``{resource, session_id, token, seq, first_unacked}``; with

@@ -258,6 +258,69 @@ def test_release_by_a_non_holder_is_refused(clients: Callable[..., Client]) -> N
     assert owner.lock_status("guarded").holders == ()
 
 
+def test_a_connection_cannot_act_for_another_client_or_its_sessions(
+    cluster: distsync.LocalCluster, clients: Callable[..., Client]
+) -> None:
+    # The client id of a lock command is the id its connection authenticated as: a
+    # request on that connection claiming another id is refused, answered with an error
+    # naming both, and the connection closed; with its own id, another client's session
+    # is not its to keep alive, close, or withdraw a wait of.
+    from distsync.net.envelope import Envelope
+    from distsync.net.transport import connect
+
+    a, b = clients(), clients()
+    g = a.acquire("spoof-target", timeout=WAIT)
+    waiting: list[Any] = []
+    t = threading.Thread(target=lambda: waiting.append(b.acquire("spoof-target", timeout=WAIT)))
+    t.start()
+    try:
+        wait_until(lambda: a.lock_status("spoof-target").waiters == (b.client_id,))
+        leader = cluster.leader()
+        host, port = cluster.address(leader).rsplit(":", 1)
+        sessions = {s.id for s in b._async._sessions}  # b's wait is on one of them
+
+        async def body() -> None:
+            conn = await connect(host, int(port), "mallory", cluster.secret, timeout=5.0)
+            try:
+                for msg_type, payload in [
+                    ("session_keepalive", {"session_id": g.session_id}),
+                    ("session_close", {"session_id": g.session_id, "seq": 1}),
+                    *[
+                        ("lock_release", {"resource": "spoof-target", "session_id": s,
+                                          "cancel": 1, "seq": 2})
+                        for s in sorted(sessions)
+                    ],
+                ]:  # fmt: skip
+                    env = Envelope.make(conn.ids, msg_type, leader, payload)
+                    reply = await conn.request(env, WAIT)
+                    effect = reply.payload["effect"]
+                    assert effect["effect"] == "rejected", (msg_type, effect)
+                    assert effect["code"] == "not_owner", (msg_type, effect)
+                spoof = Envelope.make(
+                    conn.ids,
+                    "lock_release",
+                    leader,
+                    {"resource": "spoof-target", "session_id": g.session_id, "seq": 3},
+                )
+                spoof.sender_id = a.client_id
+                with pytest.raises(distsync.ProtocolError) as info:
+                    await conn.request(spoof, WAIT)
+                assert repr(a.client_id) in str(info.value) and "'mallory'" in str(info.value)
+                await asyncio.wait_for(conn.wait_closed(), WAIT)
+            finally:
+                conn.close()
+
+        asyncio.run(body())
+        st = a.lock_status("spoof-target")
+        assert st.holders == (a.client_id,) and st.fencing_token == g.fencing_token
+        assert st.waiters == (b.client_id,)
+    finally:
+        g.release()
+        t.join(WAIT)
+    assert waiting and waiting[0].fencing_token > g.fencing_token
+    waiting[0].release()
+
+
 def test_lock_status_contents(clients: Callable[..., Client]) -> None:
     a, b = clients(), clients()
     free = a.lock_status("status-r")

@@ -331,6 +331,22 @@ def test_keepalive_and_close_check_the_owner(h: Harness) -> None:
     assert h.t.session("s-a").ttl == 30.0  # type: ignore[union-attr]
 
 
+def test_another_client_cannot_use_acquire_on_or_cancel_for_a_session(h: Harness) -> None:
+    # Session ids are not secrets (lock_status lists them): the owner check, not the id,
+    # keeps b from acting for a's session.
+    h.open("a", "b")
+    h.acq("b")
+    assert isinstance(h.acq("a")[0], Queued)
+    before = state(h.t)
+    r = h.do(Acquire("other", X, "b", "s-a", 99, h.now, None))[0]
+    assert isinstance(r, Rejected) and r.code == "not_owner"
+    # a's waiting acquire is rid 2: b naming it cannot withdraw it.
+    r = h.do(Cancel("r", "b", "s-a", 2))[0]
+    assert isinstance(r, Rejected) and r.code == "not_owner"
+    assert state(h.t) == before
+    assert h.waiters() == ("a",)
+
+
 def test_close_session_releases_and_cancels(h: Harness) -> None:
     h.open("a", "b", "c")
     h.acq("a", "r")

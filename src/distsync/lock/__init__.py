@@ -22,6 +22,23 @@ Driving it from a node
   release that caused it, so the waiter hears at once. After a leader change the client
   re-sends the acquire with the same ``request_id``: the table answers Queued again (or
   the Grant it got meanwhile), never a second place in the queue.
+- **Abandoned waits.** A queued acquire is answered on the connection its latest request
+  came on. When that connection closes, the leader waits one election timeout for the
+  client to re-send the same acquire (same ``client_id``, ``sequence`` and ``request_id``:
+  what a client does on reconnecting), which re-attaches the wait, queue place and all, to
+  the new connection. If none comes, the leader proposes a ``Cancel`` of the wait, which
+  every replica applies like the client's own (a grant that won the race stands: the
+  ``Cancel`` is refused). A waiter nobody listens for thus leaves the queue within about
+  an election timeout, instead of blocking it until its timeout or its session's expiry
+  (ttl), or being granted a lock that nobody would use or release. This is the leader's
+  memory of connections, not replicated: waits inherited by a new leader are withdrawn
+  only by their clients, their timeouts or their sessions' expiry. A client that comes
+  back after the ``Cancel`` is answered that the wait ended, and asks again at the tail
+  of the queue (ZooKeeper and etcd keep the place for the whole session instead; they
+  also leave a dead waiter in the queue for the whole session ttl).
+- **Giving up.** A client that stops waiting on its own (its timeout, a cancelled call)
+  cancels the wait -- or releases the lock, if the grant won the race -- before the
+  session serves another acquire, so it never holds a lock it was told it did not get.
 - **Leading.** On becoming leader, ``clock, first = on_elected(table, monotonic(),
   election_timeout)`` and propose ``first`` before any expiry; on each tick propose what
   ``ExpiryScheduler.poll(table, clock.now(monotonic()))`` returns. SessionExpired and

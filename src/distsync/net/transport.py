@@ -321,12 +321,15 @@ class Connection(asyncio.BufferedProtocol):
 
     def _dispatch(self, env: Envelope) -> None:
         if env.sender_id != self.peer_id:
-            # The handshake authenticated one id; a message claiming another is forged.
+            # The handshake authenticated one id; a message claiming another is forged
+            # (a client acting for another: releasing its lock, say). The error answers
+            # that request, so the sender learns why rather than just losing the line.
             self._fail(
                 ProtocolError(
                     f"field 'sender_id' is {env.sender_id!r} on a connection "
                     f"authenticated as {self.peer_id!r}"
-                )
+                ),
+                reply_to=env.msg_id,
             )
             return
         reply_to = env.reply_to
@@ -351,9 +354,12 @@ class Connection(asyncio.BufferedProtocol):
             # A handler bug is not the peer's fault: log it and keep the connection.
             log.exception("handler failed on %s from %s", env.msg_type, self.peer_id)
 
-    def _fail(self, exc: BaseException, *, notify: bool = True) -> None:
+    def _fail(
+        self, exc: BaseException, *, notify: bool = True, reply_to: str | None = None
+    ) -> None:
         """Close this connection because of ``exc``; tell the peer why unless ``notify``
-        is false (the peer itself reported an error)."""
+        is false (the peer itself reported an error), as the answer to its message
+        ``reply_to`` when the fault is in one request."""
         if self._closing:
             return
         log.warning("closing connection to %s: %s", self.peer_id or self.peername(), exc)
@@ -365,7 +371,8 @@ class Connection(asyncio.BufferedProtocol):
             self._flush_handle = None
         if notify:
             try:
-                self._write_now(error_envelope(self.ids, self.peer_id or "", exc))
+                err = error_envelope(self.ids, self.peer_id or "", exc, reply_to=reply_to)
+                self._write_now(err)
             except Exception:  # never let the error report hide the error
                 log.exception("could not send the error message")
         if self._transport is not None:

@@ -159,12 +159,13 @@ class ProcessCluster:
                 self.command(i), stdout=logf, stderr=subprocess.STDOUT, env=_child_env()
             )
 
-    def kill(self, nid: str) -> None:
-        """``kill -9`` the node and reap it."""
+    def kill(self, nid: str, timeout: float = 10.0) -> None:
+        """``kill -9`` the node and reap it (``subprocess.TimeoutExpired`` if it is not
+        gone within ``timeout``): once this returns, its port and LMDB files are free."""
         p = self.procs.get(nid)
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
-            p.wait(10)
+            p.wait(timeout)
 
     def restart(self, nid: str) -> None:
         self.kill(nid)
@@ -250,6 +251,29 @@ class ProcessCluster:
         self, nids: Sequence[str] | None = None, timeout: float = 1.0
     ) -> dict[str, dict[str, Any]]:
         return asyncio.run(self.astatuses(nids, timeout))
+
+    async def await_answering(self, nid: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until ``nid`` answers a ``status`` request; its status then.
+
+        :raises TimeoutError: naming the node, if it does not answer within ``timeout``
+            or its process exits meanwhile (with the exit code and the end of its log).
+        """
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        while True:
+            p = self.procs.get(nid)
+            if p is None or p.poll() is not None:
+                code = None if p is None else p.returncode
+                tail = self.logs(nid)[-800:]
+                raise TimeoutError(f"node {nid} is not running (exit code {code}); log:\n{tail}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"node {nid} did not answer within {timeout}s: {last!r}")
+            try:
+                return await self.astatus(nid, timeout=min(0.5, left))
+            except (DistSyncError, OSError, asyncio.TimeoutError) as exc:
+                last = exc
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     async def await_leader(
         self, timeout: float = 10.0, among: Sequence[str] | None = None, min_term: int = 0
