@@ -1,0 +1,661 @@
+"""SegmentLog on real files: the Wal API, truncations, rollovers, recovery of damaged segments.
+
+Segments are made small (4096 bytes) so that appends roll over to new segments and
+truncate_prefix deletes old ones after a few records. Chunks are found in the files with
+a parser of the documented layout written here, not with the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from distsync.errors import CorruptLogError, StorageError
+from distsync.raft.segment_log import SegmentLog
+
+SEG = 4096
+HEAD = struct.Struct("<IBBHIIQQ")  # magic, kind, 0, 0, count, body length, seq, checksum
+MAGIC = 0x31475344
+RECORDS, CUT, START = 1, 2, 3
+
+
+def payload(seq: int, size: int = 100) -> bytes:
+    """A record that names its own sequence number, so misplaced data shows."""
+    head = f"rec-{seq:08d}-".encode()
+    return (head * (size // len(head) + 1))[:size]
+
+
+def open_log(path: Path, sync: bool = False, segment_bytes: int = SEG) -> SegmentLog:
+    return SegmentLog(path, sync=sync, segment_bytes=segment_bytes)
+
+
+def seg_name(n: int) -> str:
+    return f"seg-{n:016x}.log"
+
+
+def segments(path: Path) -> list[int]:
+    """The segment numbers in the directory, in order."""
+    return sorted(int(p.name[4:20], 16) for p in path.glob("seg-*.log"))
+
+
+@dataclass
+class Chunk:
+    file: Path
+    offset: int
+    kind: int
+    count: int
+    seq: int
+    body_len: int
+
+    @property
+    def end(self) -> int:
+        """Where the next chunk starts (the chunk padded to 8 bytes)."""
+        return (self.offset + HEAD.size + self.body_len + 7) & ~7
+
+
+def chunks_of(file: Path) -> list[Chunk]:
+    """The chunks of one segment file, read with the documented layout."""
+    raw = file.read_bytes()
+    out = []
+    pos = 0
+    while pos + HEAD.size <= len(raw):
+        magic, kind, _z1, _z2, count, blen, seq, _check = HEAD.unpack_from(raw, pos)
+        if magic == 0:
+            break
+        assert magic == MAGIC, f"{file.name}: no chunk at offset {pos}"
+        chunk = Chunk(file, pos, kind, count, seq, blen)
+        out.append(chunk)
+        pos = chunk.end
+    return out
+
+
+def all_chunks(path: Path) -> list[Chunk]:
+    return [c for n in segments(path) for c in chunks_of(path / seg_name(n))]
+
+
+def records_chunk(path: Path, seq: int) -> Chunk:
+    """The (only) records chunk that starts at ``seq``."""
+    found = [c for c in all_chunks(path) if c.kind == RECORDS and c.seq == seq]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def patch(file: Path, offset: int, data: bytes) -> None:
+    with open(file, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def flip(file: Path, offset: int) -> None:
+    with open(file, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
+
+
+def data_end(path: Path) -> tuple[Path, int]:
+    """The last segment holding chunks, and where its data ends."""
+    for n in reversed(segments(path)):
+        cs = chunks_of(path / seg_name(n))
+        if cs:
+            return path / seg_name(n), cs[-1].end
+    raise AssertionError("no data")
+
+
+def assert_log(log: SegmentLog, first: int, want: dict[int, bytes]) -> None:
+    """``log`` holds exactly ``want`` (seq -> record), starting at ``first``."""
+    last = first + len(want) - 1
+    assert (log.first_seq, log.last_seq) == (first, last)
+    assert sorted(want) == list(range(first, last + 1))
+    assert dict(log.scan()) == want
+    assert [s for s, _ in log.scan()] == list(range(first, last + 1))
+    for s, r in want.items():
+        assert log.read(s) == r
+    for s in (first - 1, last + 1):
+        with pytest.raises(KeyError):
+            log.read(s)
+
+
+def build(path: Path, n: int, per_append: int = 1, size: int = 100) -> dict[int, bytes]:
+    """A log of records 1..n, ``per_append`` records per append; its contents."""
+    want = {s: payload(s, size) for s in range(1, n + 1)}
+    with open_log(path) as log:
+        for lo in range(1, n + 1, per_append):
+            hi = min(lo + per_append, n + 1)
+            assert log.append([want[s] for s in range(lo, hi)]) == hi - 1
+    return want
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def test_new_log_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        assert (log.first_seq, log.last_seq) == (1, 0)
+        assert log.path == str(path)
+        assert list(log.scan()) == []
+        for s in (0, 1, -1):
+            with pytest.raises(KeyError):
+                log.read(s)
+    # One segment, created full of zeros.
+    assert segments(path) == [1]
+    assert (path / seg_name(1)).read_bytes() == bytes(SEG)
+    with open_log(path) as log:
+        assert (log.first_seq, log.last_seq) == (1, 0)
+        assert log.append([b"a"]) == 1
+
+
+def test_append_numbers_records_from_one(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        assert log.append([b"a", b"bc"]) == 2
+        assert log.append([b""]) == 3  # empty records are records
+        assert log.append([]) == 3  # empty batch: unchanged, nothing written
+        assert log.append(iter([])) == 3
+        assert log.append((bytearray(b"x"), memoryview(b"yz"), memoryview(b"-uv-")[1:3])) == 6
+        assert log.append(r for r in [b"g1", b"g2"]) == 8  # any iterable
+        want = [b"a", b"bc", b"", b"x", b"yz", b"uv", b"g1", b"g2"]
+        assert [log.read(s) for s in range(1, 9)] == want
+        assert list(log.scan()) == list(enumerate(want, 1))
+        assert list(log.scan(4)) == list(enumerate(want, 1))[3:]
+        assert list(log.scan(9)) == []
+        assert all(type(r) is bytes for _, r in log.scan())
+        assert all(type(log.read(s)) is bytes for s in range(1, 9))
+    # Four chunks: the empty batches wrote nothing.
+    assert [(c.kind, c.seq, c.count) for c in all_chunks(path)] == [
+        (RECORDS, 1, 2),
+        (RECORDS, 3, 1),
+        (RECORDS, 4, 3),
+        (RECORDS, 7, 2),
+    ]
+    with open_log(path) as log:
+        assert list(log.scan()) == list(enumerate(want, 1))
+
+
+def test_appended_records_are_copies(tmp_path: Path) -> None:
+    buf = bytearray(b"before")
+    with open_log(tmp_path / "log") as log:
+        log.append([buf, memoryview(buf)])
+        buf[:] = b"AFTER!"
+        assert list(log.scan()) == [(1, b"before"), (2, b"before")]
+
+
+def test_chunk_layout_matches_the_documented_format(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        log.append([b"ab", b"c"])
+        log.truncate_suffix(2)
+        log.truncate_prefix(1)
+    raw = (path / seg_name(1)).read_bytes()
+    magic, kind, z1, z2, count, blen, seq, check = HEAD.unpack_from(raw, 0)
+    assert (magic, kind, z1, z2, count, blen, seq) == (MAGIC, RECORDS, 0, 0, 2, 4 + 2 + 4 + 1, 1)
+    assert raw[:4] == b"DSG1"
+    body = raw[32 : 32 + blen]
+    assert body == struct.pack("<I", 2) + b"ab" + struct.pack("<I", 1) + b"c"
+    assert check == xxhash.xxh3_64_intdigest(raw[:24] + body)
+    assert raw[32 + blen : 48] == bytes(48 - 32 - blen)  # padded to 8 bytes
+    # Then the cut chunk (records from 2 on are void) and the head chunk (start at 2).
+    cut = HEAD.unpack_from(raw, 48)
+    assert cut[:7] == (MAGIC, CUT, 0, 0, 0, 0, 2)
+    assert cut[7] == xxhash.xxh3_64_intdigest(raw[48:72])
+    head = HEAD.unpack_from(raw, 80)
+    assert head[:7] == (MAGIC, START, 0, 0, 0, 0, 2)
+    assert raw[112:] == bytes(SEG - 112)  # zeros to the end of the segment
+
+
+def test_reads_cross_chunk_and_segment_boundaries(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want: dict[int, bytes] = {}
+    sizes = [0, 1, 7, 8, 100, 333, 1000, 2000, 4000]
+    with open_log(path) as log:
+        seq = 1
+        for i in range(60):
+            batch = [payload(seq + k, sizes[(i + k) % len(sizes)]) for k in range(i % 5 + 1)]
+            assert log.append(batch) == seq + len(batch) - 1
+            want.update((seq + k, r) for k, r in enumerate(batch))
+            seq += len(batch)
+        assert_log(log, 1, want)
+        for start in range(0, seq + 2):
+            assert list(log.scan(start)) == [(s, want[s]) for s in range(max(start, 1), seq)]
+    segs = segments(path)
+    assert len(segs) > 10 and segs == list(range(1, len(segs) + 1))
+    # A segment is SEG bytes unless a chunk bigger than that needed more.
+    for n in segs:
+        size = (path / seg_name(n)).stat().st_size
+        cs = chunks_of(path / seg_name(n))
+        assert size == SEG or (len(cs) == 1 and cs[0].end == size and cs[0].end > SEG)
+    cs = all_chunks(path)
+    assert [c.seq for c in cs] == sorted(c.seq for c in cs)
+    assert sum(c.count for c in cs) == len(want)
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+        assert log.append([b"more"]) == len(want) + 1
+
+
+def test_a_record_larger_than_a_segment_gets_a_bigger_segment(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    big = os.urandom(3 * SEG + 5)
+    batch = [os.urandom(1500) for _ in range(5)]  # a batch larger than a segment
+    with open_log(path) as log:
+        log.append([b"small"])
+        assert log.append([big]) == 2
+        assert log.append([b"after"]) == 3
+        assert log.append(batch) == 8
+        assert log.append([b"end"]) == 9
+        want = dict(enumerate([b"small", big, b"after", *batch, b"end"], 1))
+        assert_log(log, 1, want)
+    sizes = {n: (path / seg_name(n)).stat().st_size for n in segments(path)}
+    big_seg = records_chunk(path, 2).file
+    assert big_seg.stat().st_size >= len(big) + 4 + 32
+    assert big_seg.stat().st_size % 8 == 0
+    assert records_chunk(path, 1).file != big_seg != records_chunk(path, 3).file
+    assert records_chunk(path, 4).file.stat().st_size > SEG
+    assert sorted(sizes.values())[0] == SEG
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+        log.truncate_prefix(2)
+        assert_log(log, 3, {s: want[s] for s in range(3, 10)})
+    assert big_seg.name not in os.listdir(path)  # deleted: wholly before the head
+
+
+def test_read_outside_the_log_is_a_key_error(tmp_path: Path) -> None:
+    with open_log(tmp_path / "log") as log:
+        log.append([b"a", b"b", b"c", b"d"])
+        log.truncate_prefix(1)
+        log.truncate_suffix(4)
+        assert (log.first_seq, log.last_seq) == (2, 3)
+        for s in (-5, 0, 1, 4, 5, 2**64):
+            with pytest.raises(KeyError):
+                log.read(s)
+        assert [log.read(2), log.read(3)] == [b"b", b"c"]
+        # scan clamps its start to the log
+        assert list(log.scan(0)) == [(2, b"b"), (3, b"c")]
+        assert list(log.scan(3)) == [(3, b"c")]
+        assert list(log.scan(4)) == list(log.scan(100)) == []
+
+
+# --- truncations -----------------------------------------------------------------------------
+
+
+def test_truncate_suffix_mid_chunk_then_append_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 100, per_append=10)  # chunks of 10 records over several segments
+    assert len(segments(path)) >= 3
+    with open_log(path) as log:
+        log.truncate_suffix(101)  # nothing from there: no-op
+        log.truncate_suffix(500)
+        assert log.last_seq == 100
+        log.truncate_suffix(95)  # inside the last chunk
+        assert_log(log, 1, {s: want[s] for s in range(1, 95)})
+        log.truncate_suffix(13)  # inside a chunk of the first segment
+        assert_log(log, 1, {s: want[s] for s in range(1, 13)})
+        assert log.append([b"x", b"y"]) == 14
+        want = {s: want[s] for s in range(1, 13)} | {13: b"x", 14: b"y"}
+        assert_log(log, 1, want)
+        with pytest.raises(ValueError, match="truncate_suffix"):
+            log.truncate_suffix(0)
+        assert_log(log, 1, want)
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+        log.truncate_prefix(10)
+        with pytest.raises(ValueError, match="truncate_suffix"):
+            log.truncate_suffix(10)  # before the first record
+        log.truncate_suffix(11)  # everything: empty, numbering continues from 11
+        assert (log.first_seq, log.last_seq) == (11, 10)
+        assert list(log.scan()) == []
+    with open_log(path) as log:
+        assert (log.first_seq, log.last_seq) == (11, 10)
+        assert log.append([b"z"]) == 11
+        assert_log(log, 11, {11: b"z"})
+    with open_log(path) as log:
+        assert_log(log, 11, {11: b"z"})
+
+
+def test_truncate_prefix_never_deletes_the_segment_it_writes_to(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        for s in range(1, 61):
+            log.append([payload(s)])
+        last = segments(path)[-1]
+        log.truncate_prefix(60)  # everything
+        assert segments(path)[0] >= last - 1  # at most the segment of record 60 before it
+        assert log.append([b"n"]) == 61
+    with open_log(path) as log:
+        assert_log(log, 61, {61: b"n"})
+
+
+def test_cut_then_head_then_reopen(tmp_path: Path) -> None:
+    """Chunks replayed across segments in the order written: the cut voids records
+    that are later written again; the head moves past the rewritten ones."""
+    path = tmp_path / "log"
+    want = build(path, 70)
+    with open_log(path) as log:
+        log.truncate_suffix(40)
+        log.append([b"new"] * 50)
+        want = {s: want[s] for s in range(1, 40)} | {s: b"new" for s in range(40, 90)}
+        log.truncate_prefix(20)
+        want = {s: r for s, r in want.items() if s > 20}
+        assert_log(log, 21, want)
+    with open_log(path) as log:
+        assert_log(log, 21, want)
+
+
+# --- recovery --------------------------------------------------------------------------------
+
+
+def last_chunk(path: Path) -> Chunk:
+    return all_chunks(path)[-1]
+
+
+def assert_zeros_after(path: Path, want_last: int) -> None:
+    """The log was cut after ``want_last``: everything after its data is zeros."""
+    file, end = data_end(path)
+    raw = file.read_bytes()
+    assert raw[end:] == bytes(len(raw) - end)
+    assert all_chunks(path)[-1].seq + all_chunks(path)[-1].count - 1 == want_last
+
+
+def check_cut_to(path: Path, want: dict[int, bytes], last: int) -> None:
+    """Open a damaged log: records 1..last survive, the tail is zeroed, appends and
+    reopens work."""
+    kept = {s: want[s] for s in range(1, last + 1)}
+    with open_log(path) as log:
+        assert_log(log, 1, kept)
+    assert_zeros_after(path, last)
+    with open_log(path) as log:
+        assert_log(log, 1, kept)
+        assert log.append([b"new1", b"new2"]) == last + 2
+    with open_log(path) as log:
+        assert_log(log, 1, kept | {last + 1: b"new1", last + 2: b"new2"})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "zero the second half",
+        "zero the last byte",
+        "zero the header",
+        "zero the checksum",
+        "zero a middle part",
+        "flip the count",
+        "flip the body",
+    ],
+)
+def test_torn_last_chunk_is_cut_and_zeroed(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "log"
+    want = build(path, 50, per_append=5, size=300)  # chunks of 1552 bytes, 2 per segment
+    c = last_chunk(path)
+    assert (c.seq, c.count) == (46, 5)
+    size = c.end - c.offset
+    at, data = {
+        "zero the second half": (size // 2, bytes(size - size // 2)),
+        "zero the last byte": (size - 1, b"\0"),
+        "zero the header": (0, bytes(32)),
+        "zero the checksum": (24, bytes(8)),
+        "zero a middle part": (512, bytes(512)),
+        "flip the count": (8, b"\x07"),
+        "flip the body": (700, b"!"),
+    }[damage]
+    patch(c.file, c.offset + at, data)
+    check_cut_to(path, want, 45)
+
+
+def test_torn_chunk_at_the_start_of_a_new_segment_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 25, per_append=5, size=300)  # chunks of 1552 bytes, 2 per segment
+    c = last_chunk(path)
+    assert c.offset == 0 and c.file.name == seg_name(3)
+    patch(c.file, 100, bytes(600))
+    check_cut_to(path, want, 20)
+    assert c.file.exists()  # the segment stays, zeroed, and takes the next appends
+
+
+@pytest.mark.parametrize("garbage", [b"\xff" * 100, b"\x01", b"DSG1" + bytes(60) + b"x"])
+def test_garbage_after_the_end_of_data_is_zeroed(tmp_path: Path, garbage: bytes) -> None:
+    path = tmp_path / "log"
+    want = build(path, 20, per_append=3)
+    file, end = data_end(path)
+    patch(file, end + 8, garbage)
+    check_cut_to(path, want, 20)
+
+
+def test_garbage_in_a_spare_segment_after_the_data_is_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 20)
+    assert segments(path) == [1, 2]  # data and a spare
+    spare = path / seg_name(2)
+    spare.write_bytes(b"\x99" * 40 + bytes(SEG - 40))  # a first chunk that never made it
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+        assert spare.read_bytes() == bytes(SEG)  # zeroed
+        assert log.append([b"x"]) == 21
+    assert records_chunk(path, 21).file == spare  # the log went on in it
+    with open_log(path) as log:
+        assert_log(log, 1, want | {21: b"x"})
+
+
+@pytest.mark.parametrize("where", ["magic", "kind", "count", "length", "seq", "checksum", "body"])
+def test_damaged_chunk_followed_by_valid_ones_is_corruption(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "log"
+    build(path, 50, per_append=5)
+    c = records_chunk(path, 11)  # chunks 16.. follow in the same segment
+    assert chunks_of(c.file)[-1].seq > 11
+    at = {"magic": 0, "kind": 4, "count": 8, "length": 12, "seq": 16, "checksum": 24}.get(where, 99)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    flip(c.file, c.offset + at)
+    damaged = c.file.read_bytes()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(c.file)
+    assert info.value.seq == 11
+    assert c.file.name in str(info.value) and "11" in str(info.value)
+    # Nothing was repaired or deleted.
+    assert {p.name for p in path.iterdir()} == set(before)
+    assert c.file.read_bytes() == damaged
+
+
+def test_damaged_chunk_in_an_earlier_segment_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 200)
+    c = records_chunk(path, 45)  # in segment 2 of 7
+    flip(c.file, c.offset + 60)
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(path / seg_name(2))
+    assert info.value.seq == 45
+
+
+def test_a_valid_chunk_in_the_wrong_place_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 20)
+    c11, c12 = records_chunk(path, 11), records_chunk(path, 12)
+    raw = c11.file.read_bytes()
+    patch(c12.file, c12.offset, raw[c11.offset : c11.end])  # record 11's chunk twice
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(c12.file)
+    assert info.value.seq == 12
+
+
+def test_a_valid_chunk_repeated_at_the_tail_is_corruption(tmp_path: Path) -> None:
+    # A whole valid chunk that does not continue the log is not a torn write.
+    path = tmp_path / "log"
+    build(path, 5)
+    c = records_chunk(path, 5)
+    patch(c.file, c.end, c.file.read_bytes()[c.offset : c.end])
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.seq == 6
+
+
+def test_missing_middle_segment_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 150)
+    assert segments(path) == [1, 2, 3, 4, 5, 6]
+    (path / seg_name(3)).unlink()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert seg_name(4) in info.value.path or seg_name(3) in str(info.value)
+
+
+def test_missing_first_segment_without_a_head_chunk_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 100)
+    (path / seg_name(1)).unlink()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(path / seg_name(2))
+    assert info.value.seq == 31  # the first record that is left
+
+
+def test_missing_first_segments_with_a_head_chunk_are_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 100)
+    with open_log(path) as log:
+        log.truncate_prefix(70)
+    assert segments(path)[0] == 3
+    with open_log(path) as log:
+        assert_log(log, 71, {s: want[s] for s in range(71, 101)})
+
+
+def test_leftover_tmp_segment_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 40)
+    n = segments(path)[-1]
+    for extra in (n + 1, n + 2):
+        (path / (seg_name(extra) + ".tmp")).write_bytes(b"\x07" * 1000)  # half-made
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+        assert not list(path.glob("*.tmp"))
+        assert log.append([payload(s) for s in range(41, 101)]) == 100
+    with open_log(path) as log:
+        assert_log(log, 1, want | {s: payload(s) for s in range(41, 101)})
+
+
+def test_an_empty_spare_segment_is_reused(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        for s in range(1, 21):  # 20 of 30 slots: more than half, the spare is prepared
+            log.append([payload(s)])
+    assert segments(path) == [1, 2]
+    spare = path / seg_name(2)
+    assert spare.read_bytes() == bytes(SEG)
+    inode = spare.stat().st_ino
+    # Two more zero-filled segments: only one spare is kept.
+    (path / seg_name(3)).write_bytes(bytes(SEG))
+    (path / seg_name(4)).write_bytes(bytes(SEG * 2))
+    with open_log(path) as log:
+        assert segments(path) == [1, 2]
+        assert spare.stat().st_ino == inode
+        for s in range(21, 41):
+            log.append([payload(s)])
+        assert spare.stat().st_ino == inode  # written into, not made again
+        assert records_chunk(path, 31).file == spare
+        assert_log(log, 1, {s: payload(s) for s in range(1, 41)})
+    with open_log(path) as log:
+        assert_log(log, 1, {s: payload(s) for s in range(1, 41)})
+
+
+def test_a_spare_too_small_for_the_next_chunk_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        for s in range(1, 21):
+            log.append([payload(s)])
+    assert segments(path) == [1, 2]
+    big = os.urandom(SEG * 2)
+    with open_log(path) as log:
+        log.append([payload(s) for s in range(21, 31)])  # fills segment 1
+        assert log.append([big]) == 31
+    assert (path / seg_name(2)).stat().st_size > SEG * 2
+    with open_log(path) as log:
+        assert_log(log, 1, {s: payload(s) for s in range(1, 31)} | {31: big})
+
+
+def test_unusable_directory_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StorageError, match="file"):
+        open_log(tmp_path / "file")
+
+
+# --- options and lifecycle -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_sync_modes_keep_the_same_log(tmp_path: Path, sync: bool) -> None:
+    path = tmp_path / "log"
+    want: dict[int, bytes] = {}
+    with SegmentLog(path, sync=sync, segment_bytes=SEG) as log:
+        for lo in range(1, 121, 4):
+            log.append([payload(s, 150) for s in range(lo, lo + 4)])
+        log.sync()
+        log.truncate_suffix(101)
+        log.truncate_prefix(33)
+        log.append([b"tail"])
+        log.sync()
+        want = {s: payload(s, 150) for s in range(34, 101)} | {101: b"tail"}
+        assert_log(log, 34, want)
+    assert len(segments(path)) >= 4
+    with SegmentLog(path, sync=not sync, segment_bytes=SEG) as log:
+        assert_log(log, 34, want)
+
+
+def test_default_segment_size(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with SegmentLog(path, sync=False) as log:
+        log.append([b"x"])
+    assert (path / seg_name(1)).stat().st_size == 64 << 20
+
+
+def test_reopen_with_another_segment_size(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 100)
+    with open_log(path, segment_bytes=SEG * 4) as log:
+        log.append([payload(s) for s in range(101, 301)])
+    want |= {s: payload(s) for s in range(101, 301)}
+    sizes = [(path / seg_name(n)).stat().st_size for n in segments(path)]
+    assert SEG in sizes and SEG * 4 in sizes
+    with open_log(path) as log:
+        assert_log(log, 1, want)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 4095, 4092, 4097, 4100, 4096.0, "4096", None, 2**70 + 1])
+def test_bad_segment_bytes_is_a_value_error(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="segment_bytes"):
+        SegmentLog(tmp_path / "log", segment_bytes=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "log").exists()
+
+
+def test_closed_log_refuses_work(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "log")
+    log.append([b"a", b"b"])
+    log.close()
+    log.close()  # idempotent
+    for call in (
+        lambda: log.append([b"c"]),
+        lambda: log.read(1),
+        lambda: list(log.scan()),
+        lambda: log.truncate_prefix(1),
+        lambda: log.truncate_suffix(2),
+        lambda: log.sync(),
+    ):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    with open_log(tmp_path / "log") as again:
+        assert list(again.scan()) == [(1, b"a"), (2, b"b")]
+    assert repr(again).endswith("first_seq=1, last_seq=2)")
+
+
+def test_context_manager_closes_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with open_log(tmp_path / "log") as log:
+            log.append([b"a"])
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError, match="closed"):
+        log.append([b"b"])
