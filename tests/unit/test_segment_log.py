@@ -331,6 +331,110 @@ def test_truncate_prefix_never_deletes_the_segment_it_writes_to(tmp_path: Path) 
         assert_log(log, 61, {61: b"n"})
 
 
+def test_truncate_prefix_mid_chunk_then_append_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 100, per_append=10)
+    with open_log(path) as log:
+        log.truncate_prefix(0)  # before the first record: no-op
+        assert log.first_seq == 1
+        log.truncate_prefix(15)  # inside the second chunk
+        want = {s: want[s] for s in range(16, 101)}
+        assert_log(log, 16, want)
+        log.truncate_prefix(3)  # already gone: no-op
+        assert log.first_seq == 16
+        with pytest.raises(ValueError, match="truncate_prefix"):
+            log.truncate_prefix(101)  # after the last record
+        assert_log(log, 16, want)
+        assert log.append([b"x"]) == 101
+        want[101] = b"x"
+    with open_log(path) as log:
+        assert_log(log, 16, want)
+        log.truncate_prefix(101)  # everything: empty, numbering continues
+        assert (log.first_seq, log.last_seq) == (102, 101)
+        assert list(log.scan()) == []
+        with pytest.raises(ValueError, match="truncate_prefix"):
+            log.truncate_prefix(102)
+    with open_log(path) as log:
+        assert (log.first_seq, log.last_seq) == (102, 101)
+        assert log.append([b"next"]) == 102
+        assert_log(log, 102, {102: b"next"})
+
+
+def test_truncate_prefix_deletes_the_segments_wholly_before_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    want = build(path, 200)  # one record per chunk, 136 bytes each: 30 per segment
+    assert segments(path) == list(range(1, 9))  # 7 with data and a spare
+    where = {s: int(records_chunk(path, s).file.name[4:20], 16) for s in want}
+    with open_log(path) as log:
+        first_of_4 = min(s for s in want if where[s] == 4)
+        log.truncate_prefix(first_of_4 - 1)  # segment 3 holds nothing after it now
+        assert segments(path) == list(range(4, 9))
+        log.truncate_prefix(first_of_4)  # segment 4 still holds live records
+        assert segments(path) == list(range(4, 9))
+        want = {s: want[s] for s in range(first_of_4 + 1, 201)}
+        assert_log(log, first_of_4 + 1, want)
+    with open_log(path) as log:
+        assert_log(log, first_of_4 + 1, want)
+        log.truncate_prefix(199)  # the head chunk goes in the last segment, which stays
+        assert segments(path)[0] == where[200]
+        assert_log(log, 200, {200: want[200]})
+        log.append([b"a"] * 100)
+    with open_log(path) as log:
+        assert_log(log, 200, {200: want[200]} | {s: b"a" for s in range(201, 301)})
+
+
+def test_chunks_about_deleted_segments_replay_after_a_compaction(tmp_path: Path) -> None:
+    """The first segment left by a compaction may hold a cut or an older head chunk
+    that points into the deleted segments: recovery replays them, not refuses."""
+    path = tmp_path / "log"
+    big = 500  # chunks of 536 bytes: 7 to a segment
+    with open_log(path) as log:
+        for s in range(1, 9):  # records 1..7 in segment 1, 8 in segment 2
+            log.append([payload(s, big)])
+        log.truncate_prefix(2)  # head 3, in segment 2: 3..7 live in segment 1
+        log.truncate_suffix(5)  # cut 5, in segment 2: before record 8, its first
+        log.append([b"five", b"six"])
+        log.truncate_prefix(4)  # segment 1 holds nothing from 5 on: deleted
+        want = {5: b"five", 6: b"six"}
+        assert segments(path) == [2]
+        assert_log(log, 5, want)
+    with open_log(path) as log:
+        assert_log(log, 5, want)
+        log.append([b"seven"])
+    with open_log(path) as log:
+        assert_log(log, 5, want | {7: b"seven"})
+
+
+def test_a_head_chunk_first_in_a_segment_left_by_a_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        for s in range(1, 31):  # segment 1 full: 30 chunks of 136 bytes, 16 bytes left
+            log.append([payload(s)])
+        log.truncate_prefix(10)  # head 11: the first chunk of segment 2
+        log.truncate_suffix(20)
+        log.append([b"x"] * 5)  # 20..24
+        log.truncate_prefix(19)  # segment 1 goes
+        assert segments(path)[0] == 2
+        assert chunks_of(path / seg_name(2))[0].kind == START
+        want = {s: b"x" for s in range(20, 25)}
+        assert_log(log, 20, want)
+    with open_log(path) as log:
+        assert_log(log, 20, want)
+
+
+def test_records_lost_with_a_segment_after_a_compaction_are_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 200)  # 30 records to a segment
+    with open_log(path) as log:
+        log.truncate_prefix(70)  # segments 1 and 2 go; 71..90 live in segment 3
+    assert segments(path)[0] == 3
+    (path / seg_name(3)).unlink()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(path / seg_name(4))
+    assert info.value.seq == 71
+
+
 def test_cut_then_head_then_reopen(tmp_path: Path) -> None:
     """Chunks replayed across segments in the order written: the cut voids records
     that are later written again; the head moves past the rewritten ones."""

@@ -191,8 +191,8 @@ class SegmentLog:
         self._spare: int | None = None  # a zero-filled segment after the current one
         self._preparing: threading.Thread | None = None
         self._prepared: int | None = None  # fd of the segment the thread made
-        self._loaded = False  # recovery: a chunk was replayed
-        self._saw_start = False  # recovery: a head chunk was replayed
+        self._loaded = False  # recovery: where the log ends is known
+        self._head: int | None = None  # recovery: the seq of the last head chunk replayed
         self._prepare_error: BaseException | None = None
         self._closed = False
         try:
@@ -329,6 +329,8 @@ class SegmentLog:
             self._sizes[n] = os.fstat(self._fds[n]).st_size
         data_segs: list[int] = []
         torn: tuple[int, int] | None = None  # (segment, offset) of a torn tail
+        # With segment 1 the whole history is there: the log starts empty at 1.
+        self._loaded = segs[0] == 1
         for n in segs:
             end, bad = self._load_segment(n)
             if end is None:
@@ -347,8 +349,17 @@ class SegmentLog:
             for n in segs:
                 if n < last and n not in data_segs:
                     raise self._corrupt(n, self._last + 1, "an empty segment before others")
-            if segs[0] > 1 and not self._saw_start:
+            head = self._head
+            if segs[0] > 1 and head is None:
                 raise self._corrupt(segs[0], self._first, f"segments before {segs[0]} are missing")
+            if head is not None and not self._loaded:
+                self._first, self._last = head, head - 1  # only head chunks: an empty log
+            elif head is not None and head < self._first:
+                # The last head chunk points before the first record replayed: the records
+                # between were in the deleted segments.
+                if head <= self._last:
+                    raise self._corrupt(segs[0], head, f"segments before {segs[0]} are missing")
+                self._first = head
             self._zero_tail(self._seg, self._end)
         later = [n for n in segs if n > self._seg]
         for n in later[1:]:  # at most one spare is kept
@@ -402,10 +413,17 @@ class SegmentLog:
     def _apply_chunk(
         self, kind: int, seq: int, count: int, seg: int, body_at: int, body: memoryview
     ) -> bool:
-        """Replay one checksummed chunk into the index; False if it does not fit the log."""
-        if not self._loaded:
-            # The first chunk of the log: earlier segments may have been deleted by a
-            # compaction, so the log starts here (a head chunk later may move it on).
+        """Replay one checksummed chunk into the index; False if it does not fit the log.
+
+        The index holds records ``first .. last``. When a compaction deleted the first
+        segments, the chunks of the first ones left may refer to records that were in
+        them: until the first records or cut chunk, where the log ends is unknown, and a
+        cut or an older head chunk may point before the first record replayed. The last
+        head chunk, which recovery requires then, must leave no record unknown.
+        """
+        if seq < 1 or (self._head is not None and seq < self._head):
+            return False  # nothing before the head is written, cut or made the head again
+        if not self._loaded and kind != _START:
             self._loaded = True
             self._first, self._last = seq, seq - 1
         if kind == _RECORDS:
@@ -424,15 +442,20 @@ class SegmentLog:
             self._last = seq + count - 1
             return True
         if kind == _CUT:
-            if not self._first <= seq <= self._last + 1:
+            if seq > self._last + 1:
                 return False
+            # Before the first record replayed only after deleted segments (else the
+            # checks above keep it at or after the first record).
+            self._first = min(self._first, seq)
             self._drop_from(seq)
             return True
         # _START
-        if not self._first <= seq <= self._last + 1:
-            return False
-        self._saw_start = True
-        self._drop_before(seq)
+        if self._loaded:
+            if seq > self._last + 1:
+                return False
+            if seq >= self._first:
+                self._drop_before(seq)
+        self._head = seq
         return True
 
     def _valid_after(self, data: bytes, start: int) -> bool:
