@@ -265,6 +265,28 @@ def test_a_record_larger_than_a_segment_gets_a_bigger_segment(tmp_path: Path) ->
     assert big_seg.name not in os.listdir(path)  # deleted: wholly before the head
 
 
+@pytest.mark.parametrize("before", ["new log", "torn first chunk"])
+def test_a_first_chunk_larger_than_the_segment_leaves_no_empty_segment(
+    tmp_path: Path, before: str
+) -> None:
+    path = tmp_path / "log"
+    if before == "torn first chunk":
+        build(path, 31)  # record 31 alone in segment 2
+        patch(records_chunk(path, 31).file, 50, bytes(50))
+    kept = {s: payload(s) for s in range(1, 31)} if before == "torn first chunk" else {}
+    big = [os.urandom(3000), os.urandom(3000)]
+    with open_log(path) as log:
+        assert log.append(big) == len(kept) + 2
+    segs = segments(path)
+    for n in segs:  # none empty before the one with the big chunk
+        assert chunks_of(path / seg_name(n)) or n == segs[-1]
+    with open_log(path) as log:
+        assert_log(log, 1, kept | {len(kept) + 1: big[0], len(kept) + 2: big[1]})
+        log.append([b"x"])
+    with open_log(path) as log:
+        assert log.read(len(kept) + 3) == b"x"
+
+
 def test_read_outside_the_log_is_a_key_error(tmp_path: Path) -> None:
     with open_log(tmp_path / "log") as log:
         log.append([b"a", b"b", b"c", b"d"])

@@ -276,6 +276,15 @@ class SegmentLog:
 
     def _next_segment(self, need: int) -> None:
         """Move writing to the next segment, one that can hold ``need`` bytes."""
+        if self._end == 0:
+            # Nothing in the current segment yet: make it bigger instead (recovery
+            # refuses an empty segment before one with data).
+            n = self._seg
+            size = max(self._segment_bytes, _pad(need))
+            fd = self._create_segment(n, size)  # replaces it by name
+            os.close(self._fds[n])
+            self._fds[n], self._sizes[n] = fd, size
+            return
         n = self._seg + 1
         self._join_spare()
         if self._spare == n and self._sizes[n] < need:
