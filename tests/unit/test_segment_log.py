@@ -587,6 +587,24 @@ def test_damaged_chunk_followed_by_valid_ones_is_corruption(tmp_path: Path, wher
     assert c.file.read_bytes() == damaged
 
 
+@pytest.mark.parametrize("zeroed", ["header", "chunk"])
+def test_zeros_over_a_chunk_followed_by_valid_ones_is_corruption(
+    tmp_path: Path, zeroed: str
+) -> None:
+    """Zeros tell the end of the data only when nothing valid follows them: else the
+    records after them would be zeroed away as a torn tail."""
+    path = tmp_path / "log"
+    build(path, 20, per_append=2)
+    c = records_chunk(path, 5)
+    patch(c.file, c.offset, bytes(32 if zeroed == "header" else c.end - c.offset))
+    damaged = c.file.read_bytes()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(c.file)
+    assert info.value.seq == 5
+    assert c.file.read_bytes() == damaged  # nothing zeroed
+
+
 def test_damaged_chunk_in_an_earlier_segment_is_corruption(tmp_path: Path) -> None:
     path = tmp_path / "log"
     build(path, 200)

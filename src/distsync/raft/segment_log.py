@@ -390,7 +390,11 @@ class SegmentLog:
         while pos + HEADER_SIZE <= size:
             magic, kind, z1, z2, count, blen, seq = _HEAD.unpack_from(view, pos)
             if magic == 0 and not any(view[pos : pos + HEADER_SIZE]):
-                break  # zeros: the end of this segment's data
+                # Zeros: the end of this segment's data, unless a chunk follows (zeros
+                # over a chunk are damage, not the end of the log).
+                if self._valid_after(data, pos + 8):
+                    raise self._corrupt(n, self._last + 1, f"zeros before a chunk at offset {pos}")
+                break
             body_at = pos + HEADER_SIZE
             ok = (
                 magic == MAGIC
