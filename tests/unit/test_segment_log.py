@@ -340,6 +340,24 @@ def test_truncate_suffix_mid_chunk_then_append_and_reopen(tmp_path: Path) -> Non
         assert_log(log, 11, {11: b"z"})
 
 
+def test_truncate_prefix_of_everything_deletes_the_segment_of_the_last_record(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        for s in range(1, 30):
+            log.append([payload(s)])  # 29 chunks of 136 bytes
+        log.append([payload(30, 4096 - 29 * 136 - 36)])  # fills segment 1 exactly
+        assert records_chunk(path, 30).end == SEG
+        log.truncate_prefix(30)  # the head chunk goes to segment 2
+        assert chunks_of(path / seg_name(2))[0].kind == START
+        assert segments(path) == [2]  # segment 1 holds nothing from 31 on
+        assert (log.first_seq, log.last_seq) == (31, 30)
+        assert log.append([b"a"]) == 31
+    with open_log(path) as log:
+        assert_log(log, 31, {31: b"a"})
+
+
 def test_truncate_prefix_never_deletes_the_segment_it_writes_to(tmp_path: Path) -> None:
     path = tmp_path / "log"
     with open_log(path) as log:

@@ -525,6 +525,8 @@ class SegmentLog:
     def _drop_before(self, seq: int) -> None:
         """Forget records before ``seq`` (in memory)."""
         i = bisect.bisect_right(self._starts, seq) - 1
+        if i >= 0 and self._chunks[i].seq + self._chunks[i].count <= seq:
+            i += 1  # that chunk ends before seq too (the log is empty from seq)
         if i > 0:
             del self._chunks[:i]
             del self._starts[:i]
