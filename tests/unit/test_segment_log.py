@@ -623,6 +623,17 @@ def test_zeros_over_a_chunk_followed_by_valid_ones_is_corruption(
     assert c.file.read_bytes() == damaged  # nothing zeroed
 
 
+def test_damaged_last_chunk_of_a_segment_with_data_after_it_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 60)
+    c = chunks_of(path / seg_name(1))[-1]
+    flip(c.file, c.offset + 50)
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(c.file)
+    assert info.value.seq == c.seq
+
+
 def test_damaged_chunk_in_an_earlier_segment_is_corruption(tmp_path: Path) -> None:
     path = tmp_path / "log"
     build(path, 200)
@@ -685,6 +696,16 @@ def test_missing_first_segments_with_a_head_chunk_are_compaction(tmp_path: Path)
     assert segments(path)[0] == 3
     with open_log(path) as log:
         assert_log(log, 71, {s: want[s] for s in range(71, 101)})
+
+
+def test_an_empty_segment_before_data_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    build(path, 100)
+    (path / seg_name(2)).write_bytes(bytes(SEG))
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(path / seg_name(2))
+    assert info.value.seq == 31  # the first record lost with it
 
 
 def test_leftover_tmp_segment_is_removed(tmp_path: Path) -> None:

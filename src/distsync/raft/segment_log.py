@@ -340,13 +340,23 @@ class SegmentLog:
         torn: tuple[int, int] | None = None  # (segment, offset) of a torn tail
         # With segment 1 the whole history is there: the log starts empty at 1.
         self._loaded = segs[0] == 1
+        empty: int | None = None  # the first segment without data
         for n in segs:
+            if (torn is not None or empty is not None) and any(
+                os.pread(self._fds[n], HEADER_SIZE, 0)
+            ):
+                # Data after a damaged chunk (not a torn tail) or an empty segment: name
+                # the segment at fault, not this one that does not continue the log.
+                if torn is not None:
+                    raise self._corrupt(
+                        torn[0], self._last + 1, f"a damaged chunk at offset {torn[1]}"
+                    )
+                assert empty is not None
+                raise self._corrupt(empty, self._last + 1, "an empty segment before others")
             end, bad = self._load_segment(n)
             if end is None:
+                empty = n if empty is None else empty
                 continue  # all zeros: a segment created in advance
-            if torn is not None:
-                # Data after a damaged chunk: not a torn tail.
-                raise self._corrupt(torn[0], self._last + 1, f"a damaged chunk at offset {torn[1]}")
             data_segs.append(n)
             if bad:
                 torn = (n, end)
