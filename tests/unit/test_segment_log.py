@@ -179,6 +179,22 @@ def test_append_numbers_records_from_one(tmp_path: Path) -> None:
         assert list(log.scan()) == list(enumerate(want, 1))
 
 
+@pytest.mark.parametrize(
+    "records",
+    [b"abc", bytearray(b"ab"), memoryview(b"ab"), "abc", 123, None, [b"ok", "text"], [b"ok", 5]],
+)
+def test_append_rejects_what_is_not_bytes_like_records(tmp_path: Path, records: object) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        log.append([b"first"])
+        with pytest.raises(TypeError, match="records"):
+            log.append(records)  # type: ignore[arg-type]
+        assert log.last_seq == 1  # nothing half-appended
+        assert log.append([b"second"]) == 2
+    with open_log(path) as log:
+        assert list(log.scan()) == [(1, b"first"), (2, b"second")]
+
+
 def test_appended_records_are_copies(tmp_path: Path) -> None:
     buf = bytearray(b"before")
     with open_log(tmp_path / "log") as log:

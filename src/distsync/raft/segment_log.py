@@ -571,9 +571,28 @@ class SegmentLog:
         return seg, at
 
     def append(self, records: Iterable[Any]) -> int:
-        """Append ``records`` (bytes-like) as one durable write; the last seq written."""
+        """Append ``records`` (bytes-like) as one durable write; the last seq written.
+
+        :raises TypeError: ``records`` is one bytes-like object or str, or holds an item
+            that is not bytes-like (``bytes(5)`` would be five zero bytes).
+        """
         self._check_open()
-        payloads = [r if isinstance(r, bytes) else bytes(r) for r in records]
+        if isinstance(records, (bytes, bytearray, memoryview, str)) or not isinstance(
+            records, Iterable
+        ):
+            raise TypeError(
+                f"records must be an iterable of bytes-like objects, not {type(records).__name__}"
+            )
+        payloads = []
+        for i, r in enumerate(records):
+            if not isinstance(r, bytes):
+                try:
+                    r = memoryview(r).tobytes()
+                except TypeError:
+                    raise TypeError(
+                        f"records[{i}] must be bytes-like, not {type(r).__name__}"
+                    ) from None
+            payloads.append(r)
         if not payloads:
             return self._last
         for p in payloads:
