@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -815,6 +816,40 @@ def test_sync_modes_keep_the_same_log(tmp_path: Path, sync: bool) -> None:
     assert len(segments(path)) >= 4
     with SegmentLog(path, sync=not sync, segment_bytes=SEG) as log:
         assert_log(log, 34, want)
+
+
+def test_sync_flushes_every_segment_written_since_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync=False: sync() must flush the segments an append rolled over from, and the
+    directory that names the new ones, not only the segment written last."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to name flushed files")
+    path = tmp_path / "log"
+    flushed: list[str] = []
+
+    def record(real: Callable[[int], None]) -> Callable[[int], None]:
+        def flush(fd: int) -> None:
+            flushed.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+            real(fd)
+
+        return flush
+
+    with open_log(path) as log:
+        log.append([payload(1)])
+        log.sync()
+        monkeypatch.setattr(os, "fdatasync", record(os.fdatasync))
+        monkeypatch.setattr(os, "fsync", record(os.fsync))
+        for s in range(2, 71):  # segments 1, 2 and 3
+            log.append([payload(s)])
+        assert flushed == []  # sync=False: nothing flushed by appends
+        log.sync()
+        assert {seg_name(n) for n in (1, 2, 3)} <= set(flushed)
+        assert "log" in flushed  # the directory: segments 2 and 3 are new
+        flushed.clear()
+        log.append([payload(71)])
+        log.sync()
+        assert flushed == [seg_name(3)]
 
 
 def test_default_segment_size(tmp_path: Path) -> None:

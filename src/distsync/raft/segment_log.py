@@ -195,6 +195,9 @@ class SegmentLog:
         self._head: int | None = None  # recovery: the seq of the last head chunk replayed
         self._prepare_error: BaseException | None = None
         self._closed = False
+        # sync=False: segments written, and whether segments were made, since sync().
+        self._unsynced: set[int] = set()
+        self._dir_unsynced = not sync
         try:
             os.makedirs(self._path, exist_ok=True)
             self._recover()
@@ -276,6 +279,7 @@ class SegmentLog:
 
     def _next_segment(self, need: int) -> None:
         """Move writing to the next segment, one that can hold ``need`` bytes."""
+        self._dir_unsynced = self._dir_unsynced or not self._sync
         if self._end == 0:
             # Nothing in the current segment yet: make it bigger instead (recovery
             # refuses an empty segment before one with data).
@@ -563,6 +567,8 @@ class SegmentLog:
                 raise OSError(f"short write at offset {at}")
             if self._sync:
                 os.fdatasync(fd)
+            else:
+                self._unsynced.add(seg)
         except OSError as exc:
             raise StorageError(f"{self._seg_path(seg)}: write failed ({exc})") from exc
         self._end = at + len(chunk)
@@ -640,7 +646,13 @@ class SegmentLog:
     def sync(self) -> None:
         """Flush everything written (a no-op when every write already is durable)."""
         self._check_open()
-        os.fdatasync(self._fds[self._seg])
+        for n in sorted(self._unsynced | {self._seg}):
+            if n in self._fds:  # not deleted by a compaction since
+                os.fdatasync(self._fds[n])
+        if self._dir_unsynced:
+            _fsync_dir(self._path)  # the names of segments made without a flush
+        self._unsynced.clear()
+        self._dir_unsynced = False
 
     # -- reading -----------------------------------------------------------------------------
 
