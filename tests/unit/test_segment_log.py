@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -1011,6 +1011,84 @@ TestSegmentLogAgainstOracle = SegmentLogAgainstOracle.TestCase
 TestSegmentLogAgainstOracle.settings = settings(
     max_examples=80, stateful_step_count=40, deadline=None
 )
+
+
+def test_any_damaged_byte_of_a_chunk_is_caught_never_served(tmp_path: Path) -> None:
+    """Flip any byte of any chunk (header, checksum, lengths, payload) of a log over six
+    segments: damage before the last chunk is refused, naming its file and first
+    record; damage in the last chunk is a torn tail, cut."""
+    pristine = tmp_path / "pristine"
+    want = build(pristine, 60, per_append=5, size=300)  # 12 chunks of 1552 bytes
+    chunks = all_chunks(pristine)
+    assert len(chunks) == 12 and len(segments(pristine)) >= 6
+    counter = iter(range(10**6))
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        which=st.integers(0, 11), where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255)
+    )
+    def check(which: int, where: float, xor: int) -> None:
+        path = tmp_path / f"log{next(counter)}"
+        shutil.copytree(pristine, path)
+        c = chunks[which]
+        file = path / c.file.name
+        at = c.offset + int(where * (HEAD.size + c.body_len))
+        raw = bytearray(file.read_bytes())
+        raw[at] ^= xor
+        file.write_bytes(bytes(raw))
+        try:
+            log = open_log(path)
+        except CorruptLogError as exc:
+            assert which < 11, "the last chunk is a torn tail"
+            assert exc.path == str(file)
+            assert exc.seq == c.seq
+            assert file.read_bytes() == raw  # nothing repaired
+            return
+        with log:
+            assert which == 11, "damage before the last chunk was served"
+            assert_log(log, 1, {s: want[s] for s in range(1, c.seq)})
+        shutil.rmtree(path)
+
+    check()
+
+
+def test_any_torn_write_of_the_last_chunk_is_cut(tmp_path: Path) -> None:
+    """A crash during the flush of an append leaves any subset of its 512-byte sectors
+    on disk: the log opens with the chunk whole or without it, zeros after its data,
+    and takes appends."""
+    pristine = tmp_path / "pristine"
+    want = build(pristine, 32, per_append=4, size=300)  # the last chunk spans 3+ sectors
+    c = all_chunks(pristine)[-1]
+    first_sector, end_sector = c.offset // 512, (c.end + 511) // 512
+    counter = iter(range(10**6))
+
+    @settings(max_examples=100, deadline=None)
+    @given(kept=st.lists(st.booleans(), min_size=end_sector - first_sector, max_size=16))
+    def check(kept: list[bool]) -> None:
+        path = tmp_path / f"log{next(counter)}"
+        shutil.copytree(pristine, path)
+        file = path / c.file.name
+        raw = bytearray(file.read_bytes())
+        for i, keep in enumerate(kept[: end_sector - first_sector]):
+            lo = max(c.offset, (first_sector + i) * 512)
+            hi = min(c.end, (first_sector + i + 1) * 512)
+            if not keep:
+                raw[lo:hi] = bytes(hi - lo)
+        file.write_bytes(bytes(raw))
+        whole = all(kept[: end_sector - first_sector])
+        last = 32 if whole else c.seq - 1
+        with open_log(path) as log:
+            assert_log(log, 1, {s: want[s] for s in range(1, last + 1)})
+            assert log.append([b"next"]) == last + 1
+        data_file, end = data_end(path)
+        assert records_chunk(path, last + 1).offset == (c.end if whole else c.offset)
+        rest = data_file.read_bytes()[end:]
+        assert rest == bytes(len(rest))  # no byte of the torn chunk left after the new one
+        with open_log(path) as log:
+            assert log.read(last + 1) == b"next"
+        shutil.rmtree(path)
+
+    check()
 
 
 # --- a real crash ----------------------------------------------------------------------------
