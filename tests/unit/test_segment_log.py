@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import distsync
 from distsync.errors import CorruptLogError, StorageError
-from distsync.raft.segment_log import SegmentLog
+from distsync.raft.segment_log import SEGMENT_BYTES, SegmentLog
 
 SRC = str(Path(distsync.__file__).resolve().parents[1])
 SEG = 4096
@@ -300,8 +300,10 @@ def test_a_first_chunk_larger_than_the_segment_leaves_no_empty_segment(
 ) -> None:
     path = tmp_path / "log"
     if before == "torn first chunk":
-        build(path, 31)  # record 31 alone in segment 2
-        patch(records_chunk(path, 31).file, 50, bytes(50))
+        build(path, 30)
+        with open_log(path) as log:
+            log.append([payload(31, 2000)])  # alone at the start of segment 2
+        patch(records_chunk(path, 31).file, 512, bytes(512))  # a sector never written
     kept = {s: payload(s) for s in range(1, 31)} if before == "torn first chunk" else {}
     big = [os.urandom(3000), os.urandom(3000)]
     with open_log(path) as log:
@@ -549,35 +551,73 @@ def check_cut_to(path: Path, want: dict[int, bytes], last: int) -> None:
         assert_log(log, 1, kept | {last + 1: b"new1", last + 2: b"new2"})
 
 
+def last_chunk_damage(c: Chunk, damage: str) -> tuple[int, bytes]:
+    """(file offset, bytes to write there) for a kind of damage to chunk ``c``."""
+    size = c.end - c.offset
+    first_sector = (c.offset + 511) // 512 * 512  # the first sector wholly in the chunk
+    assert first_sector + 1024 <= c.end
+    return {
+        "zero the second half": (c.offset + size // 2, bytes(size - size // 2)),
+        "zero the header": (c.offset, bytes(32)),
+        "zero the magic": (c.offset, bytes(4)),
+        "zero a sector": (first_sector, bytes(512)),
+        "zero from a sector on": (first_sector + 512, bytes(c.end - first_sector - 512)),
+        "break the length": (c.offset + 12, b"\xff\xff"),
+        "zero the last byte": (c.end - 1, b"\0"),
+        "zero the checksum": (c.offset + 24, bytes(8)),
+        "zero 511 bytes": (first_sector + 1, bytes(511)),
+        "flip the count": (c.offset + 8, b"\x07"),
+        "flip the body": (c.offset + 700, b"!"),
+    }[damage]
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         "zero the second half",
-        "zero the last byte",
         "zero the header",
-        "zero the checksum",
-        "zero a middle part",
-        "flip the count",
-        "flip the body",
+        "zero the magic",
+        "zero a sector",
+        "zero from a sector on",
+        "break the length",
     ],
 )
 def test_torn_last_chunk_is_cut_and_zeroed(tmp_path: Path, damage: str) -> None:
+    """A write cut short leaves some sectors of the chunk as they were (zeros), or its
+    header broken: a torn tail."""
     path = tmp_path / "log"
     want = build(path, 50, per_append=5, size=300)  # chunks of 1552 bytes, 2 per segment
     c = last_chunk(path)
     assert (c.seq, c.count) == (46, 5)
-    size = c.end - c.offset
-    at, data = {
-        "zero the second half": (size // 2, bytes(size - size // 2)),
-        "zero the last byte": (size - 1, b"\0"),
-        "zero the header": (0, bytes(32)),
-        "zero the checksum": (24, bytes(8)),
-        "zero a middle part": (512, bytes(512)),
-        "flip the count": (8, b"\x07"),
-        "flip the body": (700, b"!"),
-    }[damage]
-    patch(c.file, c.offset + at, data)
+    patch(c.file, *last_chunk_damage(c, damage))
     check_cut_to(path, want, 45)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "zero the last byte",
+        "zero the checksum",
+        "zero 511 bytes",
+        "flip the count",
+        "flip the body",
+    ],
+)
+def test_damaged_last_chunk_with_every_sector_written_is_corruption(
+    tmp_path: Path, damage: str
+) -> None:
+    """Every sector of the last chunk holds data yet its checksum fails: it was damaged
+    after it was acknowledged, not torn, and is refused."""
+    path = tmp_path / "log"
+    build(path, 50, per_append=5, size=300)
+    c = last_chunk(path)
+    patch(c.file, *last_chunk_damage(c, damage))
+    damaged = c.file.read_bytes()
+    with pytest.raises(CorruptLogError) as info:
+        open_log(path)
+    assert info.value.path == str(c.file)
+    assert info.value.seq == 46
+    assert c.file.read_bytes() == damaged
 
 
 def test_torn_chunk_at_the_start_of_a_new_segment_is_cut(tmp_path: Path) -> None:
@@ -585,7 +625,7 @@ def test_torn_chunk_at_the_start_of_a_new_segment_is_cut(tmp_path: Path) -> None
     want = build(path, 25, per_append=5, size=300)  # chunks of 1552 bytes, 2 per segment
     c = last_chunk(path)
     assert c.offset == 0 and c.file.name == seg_name(3)
-    patch(c.file, 100, bytes(600))
+    patch(c.file, 512, bytes(512))  # its second sector never written
     check_cut_to(path, want, 20)
     assert c.file.exists()  # the segment stays, zeroed, and takes the next appends
 
@@ -856,7 +896,7 @@ def test_default_segment_size(tmp_path: Path) -> None:
     path = tmp_path / "log"
     with SegmentLog(path, sync=False) as log:
         log.append([b"x"])
-    assert (path / seg_name(1)).stat().st_size == 64 << 20
+    assert (path / seg_name(1)).stat().st_size == SEGMENT_BYTES
 
 
 def test_reopen_with_another_segment_size(tmp_path: Path) -> None:
@@ -1015,8 +1055,8 @@ TestSegmentLogAgainstOracle.settings = settings(
 
 def test_any_damaged_byte_of_a_chunk_is_caught_never_served(tmp_path: Path) -> None:
     """Flip any byte of any chunk (header, checksum, lengths, payload) of a log over six
-    segments: damage before the last chunk is refused, naming its file and first
-    record; damage in the last chunk is a torn tail, cut."""
+    segments: the log is refused, naming the chunk's file and first record, or, for the
+    last chunk only when the flip broke its header (a torn write can), opens without it."""
     pristine = tmp_path / "pristine"
     want = build(pristine, 60, per_append=5, size=300)  # 12 chunks of 1552 bytes
     chunks = all_chunks(pristine)
@@ -1039,13 +1079,13 @@ def test_any_damaged_byte_of_a_chunk_is_caught_never_served(tmp_path: Path) -> N
         try:
             log = open_log(path)
         except CorruptLogError as exc:
-            assert which < 11, "the last chunk is a torn tail"
             assert exc.path == str(file)
             assert exc.seq == c.seq
             assert file.read_bytes() == raw  # nothing repaired
             return
         with log:
             assert which == 11, "damage before the last chunk was served"
+            assert at - c.offset < HEAD.size, "a last chunk with all its sectors was cut"
             assert_log(log, 1, {s: want[s] for s in range(1, c.seq)})
         shutil.rmtree(path)
 
