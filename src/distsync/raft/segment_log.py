@@ -670,10 +670,10 @@ class SegmentLog:
         return out
 
     def read(self, seq: int) -> bytes:
-        """Record ``seq``; KeyError when it is not in the log."""
+        """Record ``seq``; IndexError (as the Wal) when it is not in the log."""
         self._check_open()
         if not self._first <= seq <= self._last:
-            raise KeyError(seq)
+            raise IndexError(f"seq {seq} is outside the log [{self._first}, {self._last}]")
         c = self._locate(seq)
         return self._records(c)[seq - c.seq]
 
