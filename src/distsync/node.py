@@ -27,7 +27,9 @@ The driver loop (:meth:`Node._drive`) follows the Ready contract of
 :class:`~distsync.raft.Ready`: persist -> send -> apply -> advance, with the thesis
 §10.2.1 relaxation: when ``persist_first`` is False (a leader whose term and vote are
 already durable) the messages leave *before* the fsync, so the followers' fsyncs overlap
-the leader's own.
+the leader's own; and such a leader applies the Ready's committed entries (durable on a
+quorum already) while its own write runs, so their clients are answered without waiting
+for the fsync of the entries that came after them.
 
 Group commit
 ============
@@ -1141,15 +1143,28 @@ class Node:
         # 1. persist. A commit index alone (must_sync False, no entries) is not written:
         # it may be lost in a crash and is learnt again from the leader, and writing it
         # would cost an fsync per heartbeat.
+        applied_early = False
         if rd.snapshot is not None or rd.entries or rd.must_sync:
             t0 = time.perf_counter()
             if self._executor is not None and not rd.persist_first:
                 # A leader: its appends are on their way; while its own write runs in the
                 # worker thread, the loop goes on receiving (and decoding) the answers
                 # and new proposals, which join the next batch.
-                await asyncio.get_running_loop().run_in_executor(
+                write = asyncio.get_running_loop().run_in_executor(
                     self._executor, storage.save, rd.hard_state, rd.entries, rd.snapshot
                 )
+                # The committed entries of this Ready are already durable on a quorum,
+                # whatever this write holds: they are applied (and their clients
+                # answered, a granted waiter first of all) while the fsync runs, not
+                # after it. Only the state machine is touched meanwhile, never the
+                # storage or the core -- hence not with a configuration change, which
+                # the core applies.
+                if rd.committed_entries and not any(
+                    e.kind == EntryKind.CONFIG for e in rd.committed_entries
+                ):
+                    applied_early = True
+                    self._apply_committed(rd)
+                await write
             else:
                 # A follower (or a leader whose new term must be durable first): nothing
                 # may leave before the write, and a thread hop would only add its cost to
@@ -1172,16 +1187,21 @@ class Node:
             self._fail_waiting(
                 ProposalDroppedError("replaced by a snapshot"), upto=rd.snapshot.index
             )
+        if not applied_early:
+            self._apply_committed(rd)
+        # 4. advance
+        core.advance(rd)
+        if self._applied - self._snapshot_index >= self.config.snapshot_entries:
+            await self._take_snapshot()
+
+    def _apply_committed(self, rd: Ready) -> None:
+        """Apply ``rd``'s committed entries, then answer the reads they make servable."""
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         if rd.read_states:
             self._reads_ready.extend((rs.index, rs.context) for rs in rd.read_states)
         if self._reads_ready:
             self._serve_reads()
-        # 4. advance
-        core.advance(rd)
-        if self._applied - self._snapshot_index >= self.config.snapshot_entries:
-            await self._take_snapshot()
 
     def _send(self, msgs: list[Message], hold: bool = True) -> None:
         core = self._core
