@@ -70,6 +70,20 @@ _RETRY_CODES = frozenset({"not_leader", "proposal_dropped", "unavailable"})
 _TIMEOUT_GRACE = 1.0
 
 
+#: Effects that answer a request as asked: no refusal to raise, nothing to build.
+_AS_ASKED = frozenset({"grant", "released", "session_opened", "session_renewed"})
+
+
+def _raise_refusal(wire: Any) -> None:
+    """Raise the error of an answer that refuses (deadlock, rejected, timed out,
+    cancelled); an answer granting what was asked passes without being decoded."""
+    if type(wire) is dict and wire.get("effect") in _AS_ASKED:
+        return
+    effect = effect_from_wire(wire)
+    if hasattr(effect, "error"):
+        raise effect.error()
+
+
 def _parse(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -295,9 +309,7 @@ class AsyncClient:
                     # was down too long (abandoned, see distsync.lock). Queue again.
                     wait_for = None if end is None else end - now
                     continue
-                effect = effect_from_wire(wire)
-                if hasattr(effect, "error"):
-                    raise effect.error()
+                _raise_refusal(wire)
                 token = int(wire["token"])
                 break
         except (ClusterUnavailable, asyncio.CancelledError) as exc:
@@ -381,9 +393,7 @@ class AsyncClient:
             raise
         grant.released = True
         self._done_with(grant._session, grant._worker)
-        effect = effect_from_wire(reply["effect"])
-        if hasattr(effect, "error"):
-            raise effect.error()
+        _raise_refusal(reply["effect"])
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -418,9 +428,7 @@ class AsyncClient:
             deadline,
             sequenced=True,
         )
-        effect = effect_from_wire(reply["effect"])
-        if hasattr(effect, "error"):
-            raise effect.error()
+        _raise_refusal(reply["effect"])
         self._sessions.append(s)
         if self._keepalive is None:
             self._keepalive = asyncio.get_running_loop().create_task(
@@ -518,10 +526,12 @@ class AsyncClient:
             k = self._leader
             attempt_start = now
             try:
-                conn = await self._conn(k, min(left or 2.0, 2.0))
+                conn = self._conns.get(k)
+                if conn is None or not conn.is_open:
+                    conn = await self._conn(k, min(left or 2.0, 2.0))
                 env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
                 reply = await conn.request(env, left)
-                return dict(reply.payload)
+                return reply.payload
             except AuthError:
                 raise
             except (DistSyncError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
