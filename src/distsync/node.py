@@ -768,6 +768,9 @@ class Node:
         self._reads: dict[bytes, Callable[[BaseException | None], None]] = {}
         self._reads_ready: list[tuple[int, bytes]] = []
         self._read_counter = 0
+        # While committed entries are applied: the connections answered meanwhile, to be
+        # flushed once the batch is applied (see _apply_committed).
+        self._replied: dict[Connection, None] | None = None
         #: Set when the node stopped because of an error (e.g. storage failure).
         self.failure: BaseException | None = None
         #: Resolves when the node has stopped (for ``serve``: exit then).
@@ -959,6 +962,8 @@ class Node:
         if conn.is_open:
             self.metrics.count_message("out", env.msg_type)
             conn.send(env)
+            if self._replied is not None:
+                self._replied[conn] = None
 
     def _on_propose(self, conn: Connection, env: Envelope) -> None:
         """``propose``: ``data`` (one command, bytes) or ``batch`` (a list of them: a
@@ -1195,13 +1200,24 @@ class Node:
             await self._take_snapshot()
 
     def _apply_committed(self, rd: Ready) -> None:
-        """Apply ``rd``'s committed entries, then answer the reads they make servable."""
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
-        if rd.read_states:
-            self._reads_ready.extend((rs.index, rs.context) for rs in rd.read_states)
-        if self._reads_ready:
-            self._serve_reads()
+        """Apply ``rd``'s committed entries, then answer the reads they make servable.
+
+        The answers leave at once, one write per client connection, rather than at the
+        end of the loop turn: the turn would first read (and decode) whatever every
+        socket holds, and a waiter granted the lock by these entries is the next link of
+        a hand-off chain."""
+        self._replied = {}
+        try:
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            if rd.read_states:
+                self._reads_ready.extend((rs.index, rs.context) for rs in rd.read_states)
+            if self._reads_ready:
+                self._serve_reads()
+        finally:
+            replied, self._replied = self._replied, None
+            for conn in replied:
+                conn.flush()
 
     def _send(self, msgs: list[Message], hold: bool = True) -> None:
         core = self._core
