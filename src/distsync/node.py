@@ -7,9 +7,10 @@
   for everything inbound (peers' Raft messages, client requests) and one reconnecting
   :class:`~distsync.net.PeerLink` per peer for this node's outbound Raft messages,
 - the **storage** (:class:`~distsync.raft.lmdb_storage.LmdbStorage`: the log in segment
-  files, one fdatasync per batch; hard state and snapshots in LMDB): a leader writes in
-  a worker thread so that its event loop keeps receiving while its fsync is in flight;
-  a follower writes inline (see below),
+  files, one fdatasync per batch; hard state and snapshots in LMDB): a leader writes a
+  batch of more than a couple of entries in a worker thread so that its event loop keeps
+  receiving while its fsync is in flight; a follower, and a leader's small batch, write
+  inline (see below),
 - the **apply loop**: committed entries go to the replicated state machine
   (:class:`ServiceState`: the lock service's :class:`~distsync.lock.LockTable` beside a
   small counter/KV, :class:`CounterKV`) with client deduplication by ``(client_id,
@@ -28,8 +29,8 @@ The driver loop (:meth:`Node._drive`) follows the Ready contract of
 §10.2.1 relaxation: when ``persist_first`` is False (a leader whose term and vote are
 already durable) the messages leave *before* the fsync, so the followers' fsyncs overlap
 the leader's own; and such a leader applies the Ready's committed entries (durable on a
-quorum already) while its own write runs, so their clients are answered without waiting
-for the fsync of the entries that came after them.
+quorum already) while its own write runs (or before it writes inline), so their clients
+are answered without waiting for the fsync of the entries that came after them.
 
 Group commit
 ============
@@ -44,7 +45,10 @@ at a time, by construction (the driver awaits it).
 A follower's write must complete before its answer leaves, so its loop would have
 nothing to do but decode meanwhile; it writes inline, which spares the thread hop on the
 commit path, and what arrives during the write waits in the socket buffers and is read,
-all at once, in the next loop turn: group commit again, by the kernel's queue.
+all at once, in the next loop turn: group commit again, by the kernel's queue. A leader
+with a batch of one or two entries (one client, or a lock handed from one waiter to the
+next) is in the same position and writes inline too; the clients of the entries that
+batch's Ready commits are answered before the write blocks.
 
 The core tells followers a new commit index at once, with an empty append to each. The
 driver holds those back for up to one tick (:meth:`Node._may_hold`): the next batch's
@@ -682,6 +686,10 @@ _ROLE_NAMES = {
     Role.FOLLOWER: "follower",
 }
 
+#: A leader writes a batch of at most this many new entries inline rather than in its
+#: storage thread (see Node._handle_ready).
+_INLINE_WRITE_ENTRIES = 2
+
 #: Messages not queued for a peer that is down (the small ones are: votes, heartbeats).
 _BULKY = (MessageType.APPEND_ENTRIES, MessageType.INSTALL_SNAPSHOT)
 
@@ -1151,25 +1159,41 @@ class Node:
         applied_early = False
         if rd.snapshot is not None or rd.entries or rd.must_sync:
             t0 = time.perf_counter()
-            if self._executor is not None and not rd.persist_first:
-                # A leader: its appends are on their way; while its own write runs in the
-                # worker thread, the loop goes on receiving (and decoding) the answers
-                # and new proposals, which join the next batch.
+            # The committed entries of this Ready are already durable on a quorum,
+            # whatever this write holds: a leader applies them (and answers their
+            # clients, a granted waiter first of all) while its fsync runs, or before it
+            # blocks, not after it. Only the state machine is touched meanwhile, never
+            # the storage or the core -- hence not with a configuration change, which
+            # the core applies.
+            early = (
+                not rd.persist_first
+                and bool(rd.committed_entries)
+                and not any(e.kind == EntryKind.CONFIG for e in rd.committed_entries)
+            )
+            if (
+                self._executor is not None
+                and not rd.persist_first
+                and len(rd.entries) > _INLINE_WRITE_ENTRIES
+            ):
+                # A leader under load: its appends are on their way; while its own write
+                # runs in the worker thread, the loop goes on receiving (and decoding)
+                # the answers and new proposals, which join the next batch.
                 write = asyncio.get_running_loop().run_in_executor(
                     self._executor, storage.save, rd.hard_state, rd.entries, rd.snapshot
                 )
-                # The committed entries of this Ready are already durable on a quorum,
-                # whatever this write holds: they are applied (and their clients
-                # answered, a granted waiter first of all) while the fsync runs, not
-                # after it. Only the state machine is touched meanwhile, never the
-                # storage or the core -- hence not with a configuration change, which
-                # the core applies.
-                if rd.committed_entries and not any(
-                    e.kind == EntryKind.CONFIG for e in rd.committed_entries
-                ):
+                if early:
                     applied_early = True
                     self._apply_committed(rd)
                 await write
+            elif not rd.persist_first:
+                # A leader writing a small batch: little would arrive during its fsync
+                # that the next loop turn cannot read at once, and the thread hop (a
+                # wake-up each way, the GIL handed over twice) would lengthen the commit
+                # path of these few entries; it writes inline, after answering.
+                if early:
+                    applied_early = True
+                    self._apply_committed(rd)
+                storage.save(rd.hard_state, rd.entries, rd.snapshot)
             else:
                 # A follower (or a leader whose new term must be durable first): nothing
                 # may leave before the write, and a thread hop would only add its cost to
@@ -1204,8 +1228,8 @@ class Node:
 
         The answers leave at once, one write per client connection, rather than at the
         end of the loop turn: the turn would first read (and decode) whatever every
-        socket holds, and a waiter granted the lock by these entries is the next link of
-        a hand-off chain."""
+        socket holds, or block in a leader's inline write, and a waiter granted the lock
+        by these entries is the next link of a hand-off chain."""
         self._replied = {}
         try:
             if rd.committed_entries:
