@@ -70,6 +70,20 @@ _RETRY_CODES = frozenset({"not_leader", "proposal_dropped", "unavailable"})
 _TIMEOUT_GRACE = 1.0
 
 
+#: Effects that answer a request as asked: no refusal to raise, nothing to build.
+_AS_ASKED = frozenset({"grant", "released", "session_opened", "session_renewed"})
+
+
+def _raise_refusal(wire: Any) -> None:
+    """Raise the error of an answer that refuses (deadlock, rejected, timed out,
+    cancelled); an answer granting what was asked passes without being decoded."""
+    if type(wire) is dict and wire.get("effect") in _AS_ASKED:
+        return
+    effect = effect_from_wire(wire)
+    if hasattr(effect, "error"):
+        raise effect.error()
+
+
 def _parse(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -255,7 +269,9 @@ class AsyncClient:
             raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
         start = time.monotonic()
         end = None if timeout is None else start + timeout
-        session = await self._session_for(worker, self._deadline(None))
+        session = self._session_in_hand(worker) or await self._session_for(
+            worker, self._deadline(None)
+        )
         # The leader times the wait out on its clock; the client gives it a little
         # longer to say so before it gives up on its own.
         deadline = None if end is None else end + _TIMEOUT_GRACE
@@ -295,9 +311,7 @@ class AsyncClient:
                     # was down too long (abandoned, see distsync.lock). Queue again.
                     wait_for = None if end is None else end - now
                     continue
-                effect = effect_from_wire(wire)
-                if hasattr(effect, "error"):
-                    raise effect.error()
+                _raise_refusal(wire)
                 token = int(wire["token"])
                 break
         except (ClusterUnavailable, asyncio.CancelledError) as exc:
@@ -381,24 +395,36 @@ class AsyncClient:
             raise
         grant.released = True
         self._done_with(grant._session, grant._worker)
-        effect = effect_from_wire(reply["effect"])
-        if hasattr(effect, "error"):
-            raise effect.error()
+        _raise_refusal(reply["effect"])
 
     # -- sessions ------------------------------------------------------------------------------
+
+    def _session_in_hand(self, worker: object) -> _Session | None:
+        """:meth:`_session_for` without opening a session (so without a coroutine): the
+        worker's session or an idle one, its ``busy`` count taken; None if neither."""
+        if self._closed:
+            return None
+        s = self._by_worker.get(worker)
+        if s is None or not s.alive:
+            while self._idle and not self._idle[-1].alive:
+                self._idle.pop()
+            if not self._idle:
+                return None
+            s = self._idle.pop()
+            self._by_worker[worker] = s
+        s.busy += 1
+        return s
 
     async def _session_for(self, worker: object, deadline: float | None) -> _Session:
         """The worker's session while it holds or waits for something, else an idle one
         (or a new one); its ``busy`` count is taken for the caller."""
         if self._closed:
             raise ClusterUnavailable("the client is closed")
-        s = self._by_worker.get(worker)
-        if s is None or not s.alive:
-            while self._idle and not self._idle[-1].alive:
-                self._idle.pop()
-            s = self._idle.pop() if self._idle else await self._open_session(deadline)
+        s = self._session_in_hand(worker)
+        if s is None:
+            s = await self._open_session(deadline)
             self._by_worker[worker] = s
-        s.busy += 1
+            s.busy += 1
         return s
 
     def _done_with(self, s: _Session, worker: object) -> None:
@@ -418,9 +444,7 @@ class AsyncClient:
             deadline,
             sequenced=True,
         )
-        effect = effect_from_wire(reply["effect"])
-        if hasattr(effect, "error"):
-            raise effect.error()
+        _raise_refusal(reply["effect"])
         self._sessions.append(s)
         if self._keepalive is None:
             self._keepalive = asyncio.get_running_loop().create_task(
@@ -488,59 +512,63 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Send one request to the leader, following redirects and retrying the same
         payload (same sequence) until ``deadline`` (None: no end while nodes answer; a
-        cluster unreachable for ``timeout`` seconds raises anyway)."""
+        cluster unreachable for ``timeout`` seconds raises anyway).
+
+        One coroutine for the whole request, retries included: every coroutine between
+        the caller and the connection's future is crossed again when the answer wakes the
+        task, so the sending loop is not a coroutine of its own."""
+        seq = 0
         if sequenced:
             seq = next(self._seq)
             self._open_seqs.add(seq)
             payload = {**payload, "seq": seq, "first_unacked": min(self._open_seqs)}
-        try:
-            return await self._send_until(msg_type, payload, deadline)
-        finally:
-            if sequenced:
-                self._open_seqs.discard(payload["seq"])
-
-    async def _send_until(
-        self, msg_type: str, payload: dict[str, Any], deadline: float | None
-    ) -> dict[str, Any]:
         n = len(self._addresses)
         last: BaseException | None = None
         failing_since: float | None = None
         tried = 0
-        while True:
-            now = time.monotonic()
-            left = None if deadline is None else deadline - now
-            if failing_since is not None and now - failing_since > self.timeout:
-                left = 0.0  # unreachable for too long, whatever the deadline
-            if left is not None and left <= 0:
-                raise ClusterUnavailable(f"{msg_type} not answered in time (last error: {last})")
-            if self._closed:
-                raise ClusterUnavailable("the client is closed")
-            k = self._leader
-            attempt_start = now
-            try:
-                conn = await self._conn(k, min(left or 2.0, 2.0))
-                env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
-                reply = await conn.request(env, left)
-                return dict(reply.payload)
-            except AuthError:
-                raise
-            except (DistSyncError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-                code = getattr(exc, "code", "unavailable")
-                if isinstance(exc, DistSyncError) and code not in _RETRY_CODES:
+        try:
+            while True:
+                now = time.monotonic()
+                left = None if deadline is None else deadline - now
+                if failing_since is not None and now - failing_since > self.timeout:
+                    left = 0.0  # unreachable for too long, whatever the deadline
+                if left is not None and left <= 0:
+                    raise ClusterUnavailable(
+                        f"{msg_type} not answered in time (last error: {last})"
+                    )
+                if self._closed:
+                    raise ClusterUnavailable("the client is closed")
+                k = self._leader
+                attempt_start = now
+                try:
+                    conn = self._conns.get(k)
+                    if conn is None or not conn.is_open:
+                        conn = await self._conn(k, min(left or 2.0, 2.0))
+                    env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
+                    reply = await conn.request(env, left)
+                    return reply.payload
+                except AuthError:
                     raise
-                last = exc
-                # A request that was being served a while (a queued acquire) and then
-                # lost its leader starts a new unreachable period, not an old one's.
-                if failing_since is None or time.monotonic() - attempt_start > 1.0:
-                    failing_since = time.monotonic()
-                # Next node: where a follower's redirect points, else the next address
-                # (a dead leader, an unreachable node, a follower that knows no leader).
-                self._leader = self._hinted(exc, k)
-                tried += 1
-                if code == "not_leader" and tried % n:
-                    continue
-                # A whole round without a leader: an election is probably under way.
-                await asyncio.sleep(0.05)
+                except (DistSyncError, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                    code = getattr(exc, "code", "unavailable")
+                    if isinstance(exc, DistSyncError) and code not in _RETRY_CODES:
+                        raise
+                    last = exc
+                    # A request that was being served a while (a queued acquire) and then
+                    # lost its leader starts a new unreachable period, not an old one's.
+                    if failing_since is None or time.monotonic() - attempt_start > 1.0:
+                        failing_since = time.monotonic()
+                    # Next node: where a follower's redirect points, else the next address
+                    # (a dead leader, an unreachable node, a follower that knows no leader).
+                    self._leader = self._hinted(exc, k)
+                    tried += 1
+                    if code == "not_leader" and tried % n:
+                        continue
+                    # A whole round without a leader: an election is probably under way.
+                    await asyncio.sleep(0.05)
+        finally:
+            if sequenced:
+                self._open_seqs.discard(seq)
 
     def _hinted(self, exc: BaseException, k: int) -> int:
         details = getattr(exc, "details", None)

@@ -646,6 +646,12 @@ def test_encoding_round_trips(cmd: Any) -> None:
         (lambda: OpenSession("s", "c", True, 0.0), "ttl"),
         (lambda: Release("r", "c", "s", 0), "token"),
         (lambda: ExtendSessions(0.0, math.inf), "by"),
+        # Floats at the edges of the quick check for a valid time.
+        (lambda: OpenSession("s", "c", math.inf, 0.0), "ttl"),
+        (lambda: OpenSession("s", "c", -0.5, 0.0), "ttl"),
+        (lambda: Acquire("r", X, "c", "s", 1, -math.inf), "now"),
+        (lambda: Acquire("r", X, "c", "s", 1, 0.0, math.nan), "timeout"),
+        (lambda: ExpireSessions(-1e-9), "now"),
     ],
 )
 def test_bad_command_fields_are_named(make: Any, field: str) -> None:

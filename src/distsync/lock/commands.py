@@ -81,6 +81,9 @@ def _name(value: object, field: str) -> str:
     return value
 
 
+_INF = math.inf
+
+
 def _time(value: object, field: str, *, positive: bool = False, optional: bool = False) -> Any:
     if value is None and optional:
         return None
@@ -99,6 +102,10 @@ def _fix_time(obj: object, field: str, *, positive: bool = False, optional: bool
     # Stores the float only when it differs from what was given (an int, say): setting a
     # frozen field costs more than the check, and this runs for every decoded entry.
     v = getattr(obj, field)
+    # The usual value, a finite float in range, passes with three comparisons (NaN fails
+    # them all, and infinity the last; both go on to _time, which names the problem).
+    if type(v) is float and (v > 0.0 if positive else v >= 0.0) and v < _INF:
+        return
     t = _time(v, field, positive=positive, optional=optional)
     if t is not v:
         object.__setattr__(obj, field, t)

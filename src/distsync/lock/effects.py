@@ -210,6 +210,16 @@ _KINDS: dict[str, type] = {
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _NAMES}
+#: Per effect, its fields in order with what :func:`effect_to_wire` may have to convert,
+#: from the declared types: 1 a mode (to its string), 2 a tuple (to a list), 0 nothing,
+#: so that the fields declared str or int are not tested value by value.
+_WIRE_FIELDS = {
+    cls: tuple(
+        (f.name, 1 if f.type == "Mode" else 2 if str(f.type).startswith("tuple") else 0)
+        for f in dataclasses.fields(cls)
+    )
+    for cls in _NAMES
+}
 
 
 def effect_to_wire(effect: Effect) -> dict[str, Any]:
@@ -217,12 +227,13 @@ def effect_to_wire(effect: Effect) -> dict[str, Any]:
     as its string and tuples as lists."""
     cls = type(effect)
     out: dict[str, Any] = {"effect": _NAMES[cls]}
-    for name in _FIELDS[cls]:
+    for name, convert in _WIRE_FIELDS[cls]:
         v = getattr(effect, name)
-        if isinstance(v, Mode):
-            v = v.value
-        elif isinstance(v, tuple):
-            v = list(v)
+        if convert:
+            if isinstance(v, Mode):
+                v = v.value
+            elif isinstance(v, tuple):
+                v = list(v)
         out[name] = v
     return out
 
