@@ -488,7 +488,7 @@ def run_locks(
     """Run the benchmark: ``{"meta": {...}, "rows": [...]}``, one row per system and
     workload (the shape ``--json`` writes). ``peers=False`` runs distsync only."""
     rows: list[dict[str, Any]] = []
-    log("distsync (3 processes, LMDB, fsync on)...")
+    log("distsync (3 processes, fsync on)...")
     ours = bench_distsync(settings, log)
     peer_runs: dict[str, dict[str, list[dict[str, float]]] | str] = {}
     versions: dict[str, str] = {}
