@@ -35,7 +35,7 @@ import distsync
 from distsync._core.wal import Wal
 from distsync.errors import CorruptLogError, StorageError
 from distsync.raft import lmdb_storage
-from distsync.raft.lmdb_storage import decode_entry, encode_entry
+from distsync.raft.lmdb_storage import decode_entry, encode_entry, encode_framed
 from distsync.raft.segment_log import SegmentLog
 from distsync.raft.storage import (
     CompactedError,
@@ -477,6 +477,23 @@ def test_records_encode_compactly() -> None:
     assert decode_entry(rec) == (e, None)
     hs = (9, HardState(7, "n2", 120))
     assert decode_entry(encode_entry(e, hs)) == (e, hs)
+
+
+def test_framed_records_are_the_length_prefixed_records() -> None:
+    es = [
+        Entry(7, 123, b"payload", EntryKind.CONFIG),
+        Entry(7, 124),
+        Entry(8, 125, b"x" * 1000, EntryKind.NOOP),
+    ]
+    hs = (9, HardState(8, "n2", 124))
+
+    def framed(recs: list[bytes]) -> bytes:
+        return b"".join(len(r).to_bytes(4, "little") + r for r in recs)
+
+    assert encode_framed(es) == framed([encode_entry(e) for e in es])
+    want = framed([encode_entry(e) for e in es[:-1]] + [encode_entry(es[-1], hs)])
+    assert encode_framed(es, hs) == want
+    assert encode_framed(es[:1], hs) == framed([encode_entry(es[0], hs)])
 
 
 # ==== crash durability: kill -9 right after save returns ======================================

@@ -208,6 +208,33 @@ def test_append_rejects_what_is_not_bytes_like_records(tmp_path: Path, records: 
         assert list(log.scan()) == [(1, b"first"), (2, b"second")]
 
 
+def test_append_framed_writes_the_chunk_append_writes(tmp_path: Path) -> None:
+    records = [b"ab", b"", b"c" * 300]
+    body = b"".join(struct.pack("<I", len(r)) + r for r in records)
+    with open_log(tmp_path / "a") as a, open_log(tmp_path / "b") as b:
+        assert a.append([b"first"]) == b.append_framed(struct.pack("<I", 5) + b"first", 1) == 1
+        assert a.append(records) == 4
+        assert b.append_framed(body, len(records)) == 4
+        assert list(b.scan()) == list(a.scan())
+    # Byte-identical files: the same chunks, and a reopened log serves the records.
+    file = seg_name(1)
+    assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+    with open_log(tmp_path / "b") as b:
+        assert list(b.scan()) == [(1, b"first")] + list(enumerate(records, 2))
+
+
+@pytest.mark.parametrize(("body", "count"), [(b"", 0), (b"", 1), (b"\0" * 7, 2), (b"\0" * 4, -1)])
+def test_append_framed_refuses_a_body_that_cannot_hold_count_records(
+    tmp_path: Path, body: bytes, count: int
+) -> None:
+    path = tmp_path / "log"
+    with open_log(path) as log:
+        with pytest.raises(ValueError, match="cannot hold"):
+            log.append_framed(body, count)
+        assert log.last_seq == 0
+    assert all_chunks(path) == []
+
+
 def test_appended_records_are_copies(tmp_path: Path) -> None:
     buf = bytearray(b"before")
     with open_log(tmp_path / "log") as log:

@@ -100,11 +100,13 @@ from distsync.raft.storage import (
 )
 from distsync.raft.types import EMPTY_HARD_STATE, ConfState, Entry, EntryKind, HardState, Snapshot
 
-__all__ = ["LmdbStorage", "encode_entry", "decode_entry"]
+__all__ = ["LmdbStorage", "encode_entry", "encode_framed", "decode_entry"]
 
 _T = TypeVar("_T")
 
 _ENTRY = struct.Struct("<QQBB")  # term, index, kind, flags
+# A record framed in a segment chunk's body: u32 record length, then the entry header.
+_FRAMED = struct.Struct("<IQQBB")
 _HS = struct.Struct("<QQQBH")  # version, term, commit, has_vote, vote length
 _STATE = struct.Struct("<Qq")  # generation, base (seq + base == index)
 _SNAP = struct.Struct("<QQHH")  # index, term, number of voters, number of learners
@@ -145,6 +147,27 @@ def encode_entry(e: Entry, hs: tuple[int, HardState] | None = None) -> bytes:
     if hs is None:
         return _ENTRY.pack(e.term, e.index, e.kind, 0) + e.data
     return _ENTRY.pack(e.term, e.index, e.kind, _F_HARD_STATE) + _encode_hs(*hs) + e.data
+
+
+def encode_framed(ents: list[Entry], hs: tuple[int, HardState] | None = None) -> bytes:
+    """The records of ``ents`` (``hs`` as the last one's trailer if given) framed as a
+    segment chunk's body: ``b"".join(u32 len(r) + r for r in records)``, built in one pass
+    (see :meth:`~distsync.raft.segment_log.SegmentLog.append_framed`)."""
+    pack = _FRAMED.pack
+    size = _ENTRY.size
+    parts: list[bytes] = []
+    add = parts.append
+    for e in ents[:-1] if hs is not None else ents:
+        d = e.data
+        add(pack(size + len(d), e.term, e.index, e.kind, 0))
+        add(d)
+    if hs is not None:
+        e = ents[-1]
+        trailer = _encode_hs(*hs)
+        add(pack(size + len(trailer) + len(e.data), e.term, e.index, e.kind, _F_HARD_STATE))
+        add(trailer)
+        add(e.data)
+    return b"".join(parts)
 
 
 def decode_entry(rec: bytes) -> tuple[Entry, tuple[int, HardState] | None]:
@@ -599,13 +622,19 @@ class LmdbStorage:
             elif tail:
                 del tail[lo - tail[0].index :]
         version = self._version + 1
-        recs = [encode_entry(e) for e in ents[:-1]]
-        recs.append(encode_entry(ents[-1], None if hs is None else (version, hs)))
-        self._wal.append(recs)
+        trailer = None if hs is None else (version, hs)
+        wal = self._wal
+        if type(wal) is SegmentLog:
+            # Each record framed once, straight into the chunk body.
+            wal.append_framed(encode_framed(ents, trailer), len(ents))
+        else:
+            recs = [encode_entry(e) for e in ents[:-1]]
+            recs.append(encode_entry(ents[-1], trailer))
+            wal.append(recs)
         # Durable: now update the in-memory view.
         if hs is not None:
             self._version, self._hs = version, hs
-        self._terms.extend(e.term for e in ents)
+        self._terms.extend([e.term for e in ents])
         self._last = ents[-1].index
         self._tail.extend(ents)
         if len(self._tail) > 2 * TAIL_ENTRIES:

@@ -108,10 +108,16 @@ def encode_chunk(kind: int, seq: int, payloads: list[bytes]) -> bytes:
     for p in payloads:
         parts.append(pack(len(p)))
         parts.append(p)
-    body = b"".join(parts)
-    head = _HEAD.pack(MAGIC, kind, 0, 0, len(payloads), len(body), seq)
-    total = HEADER_SIZE + len(body)
-    return b"".join((head, _CHECK.pack(_checksum(head, body)), body, bytes(_pad(total) - total)))
+    return _frame_chunk(kind, seq, len(payloads), b"".join(parts))
+
+
+def _frame_chunk(kind: int, seq: int, count: int, body: bytes) -> bytes:
+    """One chunk (padded to 8 bytes) of ``kind`` at ``seq`` around an encoded ``body``."""
+    head = _HEAD.pack(MAGIC, kind, 0, 0, count, len(body), seq)
+    h = xxh3_64(head)
+    h.update(body)
+    pad = -(HEADER_SIZE + len(body)) & 7
+    return b"".join((head, _CHECK.pack(h.intdigest()), body, _ZEROS[:pad] if pad else b""))
 
 
 def _torn(data: bytes, pos: int) -> bool:
@@ -589,27 +595,47 @@ class SegmentLog:
             raise TypeError(
                 f"records must be an iterable of bytes-like objects, not {type(records).__name__}"
             )
-        payloads = []
+        # The body in one pass: u32 length | payload per record.
+        parts: list[bytes] = []
+        add = parts.append
+        pack = _LEN.pack
+        i = -1
         for i, r in enumerate(records):
-            if not isinstance(r, bytes):
+            if type(r) is not bytes:
                 try:
                     r = memoryview(r).tobytes()
                 except TypeError:
                     raise TypeError(
                         f"records[{i}] must be bytes-like, not {type(r).__name__}"
                     ) from None
-            payloads.append(r)
-        if not payloads:
+            n = len(r)
+            if n > MAX_RECORD:
+                raise ValueError(f"a record of {n} bytes is larger than {MAX_RECORD}")
+            add(pack(n))
+            add(r)
+        if i < 0:
             return self._last
-        for p in payloads:
-            if len(p) > MAX_RECORD:
-                raise ValueError(f"a record of {len(p)} bytes is larger than {MAX_RECORD}")
+        return self.append_framed(b"".join(parts), i + 1)
+
+    def append_framed(self, body: bytes, count: int) -> int:
+        """Append ``count`` records already framed as a chunk body (``count`` x (u32
+        length | payload), little-endian: what :meth:`append` builds from the records) as
+        one durable write; the last seq written. For a caller that can build the body
+        with its own record headers in one pass instead of encoding every record twice.
+
+        The framing is the caller's to get right: it is not parsed here (recovery refuses
+        a chunk whose body does not hold exactly ``count`` records).
+
+        :raises ValueError: ``count`` is not positive, or ``body`` is too short for it.
+        """
+        self._check_open()
+        if count < 1 or len(body) < 4 * count:
+            raise ValueError(f"a body of {len(body)} bytes cannot hold {count} records")
         seq = self._last + 1
-        chunk = encode_chunk(_RECORDS, seq, payloads)
+        chunk = _frame_chunk(_RECORDS, seq, count, body)
         seg, at = self._write(chunk)
-        (blen,) = _LEN.unpack_from(chunk, 12)
-        self._add(_Chunk(seq, len(payloads), seg, at + HEADER_SIZE, blen))
-        self._last = seq + len(payloads) - 1
+        self._add(_Chunk(seq, count, seg, at + HEADER_SIZE, len(body)))
+        self._last = seq + count - 1
         return self._last
 
     def truncate_suffix(self, from_seq: int) -> None:
