@@ -422,6 +422,49 @@ def test_entries_older_than_the_tail_cache_come_from_the_log(
         assert s.entries(6, 40) == mem.entries(6, 40)
 
 
+def test_max_bytes_limits_entries_from_the_tail_cache_as_limit_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries of varied sizes through appends, conflicting suffixes, trimming of the tail
+    cache, compaction and a snapshot install: every ``entries(lo, hi, max_bytes)`` is
+    MemoryStorage's."""
+    import distsync.raft.lmdb_storage as mod
+
+    monkeypatch.setattr(mod, "TAIL_ENTRIES", 6)
+    mem = MemoryStorage()
+
+    def batch(lo: int, hi: int, term: int) -> list[Entry]:
+        return [Entry(term, i, data(i, term, (i * 7 + term) % 23)) for i in range(lo, hi + 1)]
+
+    def check(s: LmdbStorage) -> None:
+        first, last = mem.first_index(), mem.last_index()
+        assert (s.first_index(), s.last_index()) == (first, last)
+        for lo in range(first, last + 1):
+            for hi in range(lo, last + 2):
+                for mb in (None, 0, 1, 10, 22, 23, 40, 60, 100, 1000):
+                    assert s.entries(lo, hi, mb) == mem.entries(lo, hi, mb), (lo, hi, mb)
+
+    with LmdbStorage(tmp_path, sync=False) as s:
+        steps: list[Callable[[Any], object]] = [
+            lambda x: x.append(batch(1, 5, 1)),
+            lambda x: x.append(batch(6, 9, 1)),
+            lambda x: x.append(batch(4, 7, 2)),  # a conflicting suffix
+            lambda x: x.append(batch(8, 20, 2)),  # trims the tail cache
+            lambda x: x.append(batch(21, 21, 3)),
+            lambda x: x.compact(17),
+            lambda x: x.append(batch(19, 22, 4)),
+            lambda x: x.compact(21),
+            lambda x: x.apply_snapshot(Snapshot(30, 5, ConfState(("n1",)))),
+            lambda x: x.append(batch(31, 36, 5)),
+        ]
+        for step in steps:
+            step(s)
+            step(mem)
+            check(s)
+    with LmdbStorage(tmp_path, sync=False) as s:
+        check(s)
+
+
 # ==== recovery ===============================================================================
 
 
