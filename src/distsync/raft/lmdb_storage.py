@@ -634,7 +634,12 @@ class LmdbStorage:
         # Durable: now update the in-memory view.
         if hs is not None:
             self._version, self._hs = version, hs
-        self._terms.extend([e.term for e in ents])
+        term = ents[0].term
+        if ents[-1].term == term:
+            # Terms never decrease along a log: the whole batch is of one term.
+            self._terms.extend(array("Q", (term,)) * len(ents))
+        else:
+            self._terms.extend([e.term for e in ents])
         self._last = ents[-1].index
         self._tail.extend(ents)
         if len(self._tail) > 2 * TAIL_ENTRIES:
