@@ -126,6 +126,23 @@ def test_log_commit_only_to_what_the_append_proved() -> None:
     assert log.committed == 1
 
 
+def test_log_slice_limits_bytes_across_storage_and_unstable_entries() -> None:
+    """Entries 1-6 persisted, 7-10 not yet: every slice, with any byte limit, is the
+    limit_size prefix of the same entries read in one piece."""
+    st = MemoryStorage()
+    log = RaftLog(st)
+    es = [Entry(1, i, b"x" * (i % 4 + 1)) for i in range(1, 11)]
+    log.append(es)
+    st.append(es[:6])
+    log.stable_to(6, 1)
+    assert log.unstable.offset == 7
+    for lo in range(1, 11):
+        for hi in range(lo, 12):
+            for mb in (None, 0, 1, 3, 5, 8, 12, 100):
+                want = limit_size(es[lo - 1 : hi - 1], mb)
+                assert log.slice(lo, hi, mb) == want, (lo, hi, mb)
+
+
 def test_unstable_stable_to_ignores_a_replaced_entry() -> None:
     log = RaftLog(MemoryStorage())
     log.append(ents(1, 1))

@@ -152,6 +152,8 @@ class RaftLog:
             ents = self.storage.entries(lo, stop, max_bytes)
             if len(ents) < stop - lo:
                 return ents  # cut short by max_bytes: the unstable part would not fit either
+            if hi <= u.offset:
+                return ents  # all from storage, which applied max_bytes already
         if hi > u.offset:
             part = u.entries[max(lo, u.offset) - u.offset : hi - u.offset]
             ents = ents + part if ents else part
