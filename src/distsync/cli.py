@@ -441,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "kernels: each native kernel against its peer library. commit: committed "
             "proposals per second and p50/p99 commit latency on a real 3-node cluster on "
-            "127.0.0.1 (LMDB, fsync on), with 1 and 64 concurrent proposers, against a "
-            "3-node PySyncObj cluster in the same run (installed with pip if missing). "
+            "127.0.0.1 (fsync on; the Raft log in segment files and in LMDB), with 1 and 64 "
+            "concurrent proposers, against a 3-node PySyncObj cluster in the same run (installed with pip if missing). "
             "locks: acquire+release pairs per second and p50/p99 latency on a real 3-node "
             "cluster (fsync on) with 1 client, 64 clients on 64 locks and 16 clients on one "
             "lock, against PySyncObj's ReplLockManager (pip) and a 3-member etcd (Debian's "

@@ -160,7 +160,7 @@ async def _distsync_run(clients: list[Any], w: Workload, seconds: float) -> dict
 def bench_distsync(
     settings: LockSettings, log: Callable[[str], None] = _stderr
 ) -> dict[str, list[dict[str, float]]]:
-    """Every workload on one fresh ``LocalCluster(nodes=3)`` (LMDB, fsync on)."""
+    """Every workload on one fresh ``LocalCluster(nodes=3)`` (fsync on)."""
     from distsync.client import AsyncClient
     from distsync.cluster import LocalCluster
     from distsync.node import install_uvloop
