@@ -73,8 +73,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _load_toml(path: str) -> dict[str, Any]:
-    # tomllib is stdlib from 3.11; on 3.10 the same parser is the ``tomli`` package,
-    # needed only by those who use --config there (so it is no dependency).
+    # tomllib is stdlib from 3.11; on 3.10 the same parser is the ``tomli`` package (a
+    # dependency there).
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only

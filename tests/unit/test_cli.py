@@ -41,6 +41,23 @@ def test_tls_flags_override_single_keys_of_the_toml_table(tmp_path: Path) -> Non
     assert cfg.tls == TlsFiles(cert="both.pem", key=None, ca="ca.pem")
 
 
+def test_log_format_from_the_flag_or_the_file(tmp_path: Path) -> None:
+    assert _serve_config(serve_args(*BASE)).log_format == "segments"
+    assert _serve_config(serve_args(*BASE, "--log-format", "lmdb")).log_format == "lmdb"
+    conf = tmp_path / "node.toml"
+    conf.write_text('log_format = "lmdb"\n')
+    assert _serve_config(serve_args(*BASE, "--config", str(conf))).log_format == "lmdb"
+    flag_wins = serve_args(*BASE, "--config", str(conf), "--log-format", "segments")
+    assert _serve_config(flag_wins).log_format == "segments"
+
+
+def test_an_unknown_log_format_in_the_file_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "node.toml"
+    conf.write_text('log_format = "sqlite"\n')
+    with pytest.raises(ValueError, match="log_format must be one of segments, lmdb, not 'sqlite'"):
+        _serve_config(serve_args(*BASE, "--config", str(conf)))
+
+
 def test_no_tls_without_flags_or_table() -> None:
     assert _serve_config(serve_args(*BASE)).tls is None
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
-
-import pytest
 
 from distsync.cli import _serve_config, build_parser
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML is stdlib from 3.11 (tomli on 3.10)")
 def test_readme_toml_is_a_valid_serve_config(tmp_path: Path) -> None:
     blocks = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     assert len(blocks) == 1, "the README shows one node config"
