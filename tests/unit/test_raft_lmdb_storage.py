@@ -500,6 +500,27 @@ def test_conflicting_suffix_truncation_and_reopen(tmp_path: Path) -> None:
         assert s.last_index() == 6
 
 
+def test_an_existing_log_opens_in_the_format_found_on_disk(tmp_path: Path) -> None:
+    """A node configured for the other format keeps its log as it is; only a new
+    generation (a snapshot install) is made in the configured format."""
+    other = "lmdb" if FORMAT[0] == "segments" else "segments"
+    with LmdbStorage(tmp_path, log_format=FORMAT[0]) as s:
+        s.save(HardState(2, "a", 1), ents(1, 5, 2))
+        expect = dump(s)
+    before = sorted(os.listdir(tmp_path / "log-0"))
+    with LmdbStorage(tmp_path, log_format=other) as s:
+        assert dump(s) == expect
+        s.save(HardState(2, "a", 6), ents(6, 7, 2))
+        s.apply_snapshot(Snapshot(20, 3, ConfState(("a", "b", "c"))))
+    assert sorted(os.listdir(tmp_path)) == ["log-1", "meta"]
+    names = os.listdir(tmp_path / "log-1")
+    assert ("data.mdb" in names) == (other == "lmdb")
+    assert ("data.mdb" in before) == (FORMAT[0] == "lmdb")
+    with LmdbStorage(tmp_path, log_format=FORMAT[0]) as s:
+        assert (s.first_index(), s.last_index()) == (21, 20)
+        assert s.hard_state == HardState(2, "a", 6)
+
+
 def test_interrupted_snapshot_install_leaves_the_old_log(tmp_path: Path) -> None:
     """A crash before the meta commit of an install leaves a half-made ``log-1``: meta
     still names ``log-0``, which is kept; the leftover is removed."""
