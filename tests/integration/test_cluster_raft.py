@@ -131,12 +131,16 @@ def test_kill_leader_new_leader_within_3s_and_restart_catches_up() -> None:
         run(body)
 
 
-@pytest.mark.parametrize("victim", ["leader", "follower"])
-def test_acknowledged_proposals_survive_a_kill_under_load(victim: str) -> None:
+@pytest.mark.parametrize(
+    ("victim", "log_format"),
+    [("leader", "segments"), ("follower", "segments"), ("leader", "lmdb")],
+)
+def test_acknowledged_proposals_survive_a_kill_under_load(victim: str, log_format: str) -> None:
     """Kill -9 a node while proposals are in flight: every acknowledged one is applied
     after the cluster recovers (on every node, the restarted one included), and a retried
-    command is applied once (the counter equals the acknowledged increments)."""
-    with ProcessCluster(3) as c:
+    command is applied once (the counter equals the acknowledged increments). With the
+    Raft log in segment files (the default) and in LMDB."""
+    with ProcessCluster(3, args=["--log-format", log_format]) as c:
 
         async def body() -> None:
             leader, _ = await c.await_leader(timeout=10.0)
