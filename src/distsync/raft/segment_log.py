@@ -101,23 +101,32 @@ def _checksum(head: bytes | memoryview, body: bytes | memoryview) -> int:
     return h.intdigest()
 
 
-def encode_chunk(kind: int, seq: int, payloads: list[bytes]) -> bytes:
-    """One chunk (padded to 8 bytes) of ``kind`` at ``seq`` holding ``payloads``."""
-    pack = _LEN.pack
-    parts: list[bytes] = []
-    for p in payloads:
-        parts.append(pack(len(p)))
-        parts.append(p)
-    return _frame_chunk(kind, seq, len(payloads), b"".join(parts))
-
-
 def _frame_chunk(kind: int, seq: int, count: int, body: bytes) -> bytes:
     """One chunk (padded to 8 bytes) of ``kind`` at ``seq`` around an encoded ``body``."""
     head = _HEAD.pack(MAGIC, kind, 0, 0, count, len(body), seq)
-    h = xxh3_64(head)
-    h.update(body)
     pad = -(HEADER_SIZE + len(body)) & 7
-    return b"".join((head, _CHECK.pack(h.intdigest()), body, _ZEROS[:pad] if pad else b""))
+    return b"".join((head, _CHECK.pack(_checksum(head, body)), body, _ZEROS[:pad] if pad else b""))
+
+
+def _whole_chunk(view: memoryview, pos: int) -> tuple[int, int, int, int] | None:
+    """``(kind, count, body length, seq)`` of the chunk at ``pos`` when its header is
+    well formed, it fits in ``view`` and its checksum matches; else None."""
+    if pos + HEADER_SIZE > len(view):
+        return None
+    magic, kind, z1, z2, count, blen, seq = _HEAD.unpack_from(view, pos)
+    body_at = pos + HEADER_SIZE
+    if (
+        magic != MAGIC
+        or z1
+        or z2
+        or kind not in (_RECORDS, _CUT, _START)
+        or body_at + blen > len(view)
+    ):
+        return None
+    (check,) = _CHECK.unpack_from(view, pos + _HEAD.size)
+    if check != _checksum(view[pos : pos + _HEAD.size], view[body_at : body_at + blen]):
+        return None
+    return kind, count, blen, seq
 
 
 def _torn(data: bytes, pos: int) -> bool:
@@ -408,30 +417,14 @@ class SegmentLog:
         view = memoryview(data)
         pos = 0
         while pos + HEADER_SIZE <= size:
-            magic, kind, z1, z2, count, blen, seq = _HEAD.unpack_from(view, pos)
-            if magic == 0 and not any(view[pos : pos + HEADER_SIZE]):
+            if not any(view[pos : pos + HEADER_SIZE]):
                 # Zeros: the end of this segment's data, unless a chunk follows (zeros
                 # over a chunk are damage, not the end of the log).
                 if self._valid_after(data, pos + 8):
                     raise self._corrupt(n, self._last + 1, f"zeros before a chunk at offset {pos}")
                 break
-            body_at = pos + HEADER_SIZE
-            ok = (
-                magic == MAGIC
-                and z1 == 0
-                and z2 == 0
-                and kind in (_RECORDS, _CUT, _START)
-                and body_at + blen <= size
-            )
-            if ok:
-                (check,) = _CHECK.unpack_from(view, pos + _HEAD.size)
-                body = view[body_at : body_at + blen]
-                ok = check == _checksum(view[pos : pos + _HEAD.size], body)
-                if ok and not self._apply_chunk(kind, seq, count, n, body_at, body):
-                    raise self._corrupt(
-                        n, self._last + 1, f"a chunk at offset {pos} does not continue the log"
-                    )
-            if not ok:
+            chunk = _whole_chunk(view, pos)
+            if chunk is None:
                 if self._valid_after(data, pos + 8) or not _torn(data, pos):
                     raise self._corrupt(
                         n,
@@ -440,6 +433,12 @@ class SegmentLog:
                         "written together)",
                     )
                 return pos, True
+            kind, count, blen, seq = chunk
+            body_at = pos + HEADER_SIZE
+            if not self._apply_chunk(kind, seq, count, n, body_at, view[body_at : body_at + blen]):
+                raise self._corrupt(
+                    n, self._last + 1, f"a chunk at offset {pos} does not continue the log"
+                )
             pos = _pad(body_at + blen)
         return (pos if pos else None), False
 
@@ -493,19 +492,12 @@ class SegmentLog:
 
     def _valid_after(self, data: bytes, start: int) -> bool:
         """Whether a chunk with a valid checksum starts anywhere from ``start`` on."""
-        size = len(data)
         view = memoryview(data)
         magic = _LEN.pack(MAGIC)
         pos = data.find(magic, start)
-        while pos >= 0 and pos + HEADER_SIZE <= size:
-            if pos % 8 == 0:
-                _m, kind, _z1, _z2, _count, blen, _seq = _HEAD.unpack_from(view, pos)
-                end = pos + HEADER_SIZE + blen
-                if kind in (_RECORDS, _CUT, _START) and end <= size:
-                    (check,) = _CHECK.unpack_from(view, pos + _HEAD.size)
-                    body = view[pos + HEADER_SIZE : end]
-                    if check == _checksum(view[pos : pos + _HEAD.size], body):
-                        return True
+        while pos >= 0:
+            if pos % 8 == 0 and _whole_chunk(view, pos) is not None:
+                return True
             pos = data.find(magic, pos + 1)
         return False
 
@@ -645,7 +637,7 @@ class SegmentLog:
             return
         if from_seq < self._first:
             raise ValueError(f"truncate_suffix({from_seq}): before the first record {self._first}")
-        self._write(encode_chunk(_CUT, from_seq, []))
+        self._write(_frame_chunk(_CUT, from_seq, 0, b""))
         self._drop_from(from_seq)
 
     def truncate_prefix(self, upto: int) -> None:
@@ -657,7 +649,7 @@ class SegmentLog:
         if upto > self._last:
             raise ValueError(f"truncate_prefix({upto}): after the last record {self._last}")
         start = upto + 1
-        self._write(encode_chunk(_START, start, []))
+        self._write(_frame_chunk(_START, start, 0, b""))
         self._drop_before(start)
         keep = self._chunks[0].seg if self._chunks else self._seg
         for n in sorted(self._fds):
