@@ -249,6 +249,26 @@ def encode_command(
     return msgpack.packb([op, key, value, client_id, sequence, first_unacked], use_bin_type=True)
 
 
+def _apply_once(
+    sessions: SessionTable,
+    client_id: Any,
+    seq: Any,
+    first_unacked: Any,
+    execute: Callable[[], Any],
+) -> Any:
+    """``execute()`` under ``(client_id, sequence)`` deduplication when the entry names
+    both (a retried command returns the first result); a stale sequence is answered
+    with an error and applies nothing."""
+    if isinstance(client_id, str) and client_id and isinstance(seq, int):
+        try:
+            return sessions.apply(
+                client_id, seq, execute, first_unacked if isinstance(first_unacked, int) else None
+            )
+        except StaleSequenceError as exc:
+            return {"error": exc.code, "message": str(exc)}
+    return execute()
+
+
 class CounterKV:
     """A replicated counter and key-value map: the minimal state machine of the node until
     the lock table arrives. Deterministic: every replica applying the same entries in the
@@ -283,17 +303,7 @@ class CounterKV:
         def execute() -> Any:
             return self._execute(op, key, value)
 
-        if isinstance(client_id, str) and client_id and isinstance(seq, int):
-            try:
-                return self.sessions.apply(
-                    client_id,
-                    seq,
-                    execute,
-                    first_unacked if isinstance(first_unacked, int) else None,
-                )
-            except StaleSequenceError as exc:
-                return {"error": exc.code, "message": str(exc)}
-        return execute()
+        return _apply_once(self.sessions, client_id, seq, first_unacked, execute)
 
     def _execute(self, op: Any, key: str, value: Any) -> Any:
         if op == "incr":
@@ -399,18 +409,7 @@ class ServiceState(CounterKV):
             effects.extend(got)
             return [effect_to_wire(e) for e in got]
 
-        if isinstance(client_id, str) and client_id and isinstance(seq, int):
-            try:
-                result = self.lock_sessions.apply(
-                    client_id,
-                    seq,
-                    execute,
-                    first_unacked if isinstance(first_unacked, int) else None,
-                )
-            except StaleSequenceError as exc:
-                return {"error": exc.code, "message": str(exc)}
-        else:
-            result = execute()
+        result = _apply_once(self.lock_sessions, client_id, seq, first_unacked, execute)
         # A client with no session left cannot be waiting for any answer: forget its
         # deduplication record (every replica decides this from the same entry).
         for e in effects:
