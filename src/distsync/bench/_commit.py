@@ -68,6 +68,17 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def _summary(lat: list[float], count: int, elapsed: float) -> dict[str, float]:
+    """Rate, p50/p99 (ms) and count of one run; sorts ``lat`` (seconds) in place."""
+    lat.sort()
+    return {
+        "rate": count / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": _percentile(lat, 0.50) * 1e3,
+        "p99_ms": _percentile(lat, 0.99) * 1e3,
+        "count": count,
+    }
+
+
 async def _distsync_run(
     cl: Any, proposers: int, duration: float, warmup: float
 ) -> dict[str, float]:
@@ -91,14 +102,7 @@ async def _distsync_run(
     t0 = time.perf_counter()
     stop = t0 + duration
     await asyncio.gather(*(worker() for _ in range(proposers)))
-    elapsed = time.perf_counter() - t0
-    lat.sort()
-    return {
-        "rate": count / elapsed,
-        "p50_ms": _percentile(lat, 0.50) * 1e3,
-        "p99_ms": _percentile(lat, 0.99) * 1e3,
-        "count": count,
-    }
+    return _summary(lat, count, time.perf_counter() - t0)
 
 
 def bench_distsync(
@@ -218,15 +222,7 @@ def _pysyncobj_run(counter: Any, success: int, proposers: int, duration: float) 
     for _ in range(proposers):
         issue()
     done.wait(duration + 30)
-    elapsed = time.perf_counter() - t_start
-    lat.sort()
-    return {
-        "rate": count / elapsed,
-        "p50_ms": _percentile(lat, 0.50) * 1e3,
-        "p99_ms": _percentile(lat, 0.99) * 1e3,
-        "count": count,
-        "errors": errors,
-    }
+    return {**_summary(lat, count, time.perf_counter() - t_start), "errors": errors}
 
 
 def bench_pysyncobj(

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distsync.bench._commit import MALLOC_TRIM, _percentile, _stderr, ensure_pysyncobj
+from distsync.bench._commit import MALLOC_TRIM, _stderr, _summary, ensure_pysyncobj
 
 __all__ = [
     "WORKLOADS",
@@ -115,16 +115,6 @@ class LockSettings:
 
 #: ``--quick``: one short run per workload, a smoke run (figures are rough).
 QUICK = LockSettings(duration=0.5, reps=1, warmup=0.2)
-
-
-def _summary(lat: list[float], count: int, elapsed: float) -> dict[str, float]:
-    lat.sort()
-    return {
-        "rate": count / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": _percentile(lat, 0.50) * 1e3,
-        "p99_ms": _percentile(lat, 0.99) * 1e3,
-        "count": count,
-    }
 
 
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
