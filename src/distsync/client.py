@@ -54,7 +54,7 @@ from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, LockTi
 from distsync.lock import LockStatus, Mode, effect_from_wire
 from distsync.net.auth import load_secret
 from distsync.net.envelope import Envelope, MsgIdGenerator
-from distsync.net.transport import Connection, connect
+from distsync.net.transport import Connection, close_connections, connect
 
 __all__ = ["AsyncClient", "AsyncLockGrant", "Client", "LockGrant"]
 
@@ -608,11 +608,7 @@ class AsyncClient:
         # Closing the sessions withdrew whatever a background withdrawal was after.
         for task in list(self._withdrawals):
             task.cancel()
-        for conn in self._conns.values():
-            conn.close()
-        for conn in self._conns.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 2.0)
+        await close_connections(self._conns.values(), 2.0)
         self._conns.clear()
 
     async def __aenter__(self) -> AsyncClient:

@@ -29,7 +29,7 @@ import logging
 import random as _random
 import ssl as _ssl
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ __all__ = [
     "Server",
     "serve",
     "connect",
+    "close_connections",
     "Backoff",
     "PeerLink",
 ]
@@ -464,13 +465,7 @@ class Server:
         """Stop listening, close every connection and wait (up to ``timeout``) for them."""
         if self._server is not None:
             self._server.close()
-        conns = list(self._all)
-        for conn in conns:
-            conn.close()
-        if conns:
-            await asyncio.wait(
-                [asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout
-            )
+        await close_connections(list(self._all), timeout)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -480,6 +475,16 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def close_connections(conns: Iterable[Connection], timeout: float) -> None:
+    """Close ``conns`` (flushing what each has queued) and wait, up to ``timeout`` seconds
+    in all, for them to be closed."""
+    conns = list(conns)
+    for conn in conns:
+        conn.close()
+    if conns:
+        await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=timeout)
 
 
 async def serve(

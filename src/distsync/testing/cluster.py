@@ -35,7 +35,7 @@ from typing import Any
 import distsync
 from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, ProtocolError
 from distsync.net.envelope import Envelope, MsgIdGenerator
-from distsync.net.transport import Connection, connect
+from distsync.net.transport import Connection, close_connections, connect
 from distsync.node import encode_command, fetch_status
 from distsync.raft import NotLeaderError
 
@@ -469,11 +469,7 @@ class ClusterClient:
                 )
 
     async def close(self) -> None:
-        for conn in self._conns.values():
-            conn.close()
-        for conn in self._conns.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 2.0)
+        await close_connections(self._conns.values(), 2.0)
         self._conns.clear()
 
     async def __aenter__(self) -> ClusterClient:
