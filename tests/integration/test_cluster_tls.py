@@ -32,7 +32,9 @@ from distsync.net.transport import connect
 from distsync.node import encode_command, fetch_status
 from distsync.testing.cluster import HOST, ProcessCluster, _child_env
 
-x509 = pytest.importorskip("cryptography.x509")
+x509 = pytest.importorskip(
+    "cryptography.x509", reason="cryptography (in the test extra) makes the certificates"
+)
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
