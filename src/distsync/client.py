@@ -54,7 +54,7 @@ from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, LockTi
 from distsync.lock import LockStatus, Mode, effect_from_wire
 from distsync.net.auth import load_secret
 from distsync.net.envelope import Envelope, MsgIdGenerator
-from distsync.net.transport import Connection, close_connections, connect
+from distsync.net.transport import Connection, ConnectionPool
 
 __all__ = ["AsyncClient", "AsyncLockGrant", "Client", "LockGrant"]
 
@@ -193,8 +193,7 @@ class AsyncClient:
         self.timeout = float(timeout)
         self._secret = load_secret(secret)
         self._ids = MsgIdGenerator(self._client_id)
-        self._conns: dict[int, Connection] = {}
-        self._connecting: dict[int, asyncio.Future[Connection]] = {}
+        self._pool: ConnectionPool[int] = ConnectionPool(self._ids, self._secret)
         self._leader = 0
         self._seq = itertools.count(1)
         self._open_seqs: set[int] = set()
@@ -484,23 +483,7 @@ class AsyncClient:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
     async def _conn(self, k: int, timeout: float) -> Connection:
-        conn = self._conns.get(k)
-        if conn is not None and conn.is_open:
-            return conn
-        fut = self._connecting.get(k)
-        if fut is None:
-            host, port = self._addresses[k]
-            fut = asyncio.ensure_future(
-                connect(host, port, self._ids, self._secret, timeout=timeout)
-            )
-            self._connecting[k] = fut
-            try:
-                conn = await fut
-            finally:
-                self._connecting.pop(k, None)
-            self._conns[k] = conn
-            return conn
-        return await asyncio.shield(fut)
+        return await self._pool.get(k, self._addresses[k], timeout)
 
     async def _call(
         self,
@@ -541,7 +524,7 @@ class AsyncClient:
                 k = self._leader
                 attempt_start = now
                 try:
-                    conn = self._conns.get(k)
+                    conn = self._pool.open.get(k)
                     if conn is None or not conn.is_open:
                         conn = await self._conn(k, min(left or 2.0, 2.0))
                     env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
@@ -608,8 +591,7 @@ class AsyncClient:
         # Closing the sessions withdrew whatever a background withdrawal was after.
         for task in list(self._withdrawals):
             task.cancel()
-        await close_connections(self._conns.values(), 2.0)
-        self._conns.clear()
+        await self._pool.close(2.0)
 
     async def __aenter__(self) -> AsyncClient:
         return self

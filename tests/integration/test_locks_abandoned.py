@@ -199,7 +199,7 @@ def test_a_client_that_comes_back_too_late_queues_again(cluster: distsync.LocalC
             g = await a.acquire("late", timeout=WAIT)
             task = asyncio.ensure_future(b.acquire("late", timeout=None))
             await until(lambda: _is(a, "late", ((a.client_id,), (b.client_id,))), "b queued")
-            b._conns[0].close()  # the network drops b's connection to the leader
+            b._pool.open[0].close()  # the network drops b's connection to the leader
             await until(lambda: _is(a, "late", ((a.client_id,), ())), "withdrawn")
             await until(lambda: _is(a, "late", ((a.client_id,), (b.client_id,))), "b queued again")
             assert not task.done()

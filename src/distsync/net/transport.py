@@ -31,7 +31,7 @@ import ssl as _ssl
 import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, ProtocolError
 from distsync.net.auth import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
@@ -45,6 +45,7 @@ __all__ = [
     "serve",
     "connect",
     "close_connections",
+    "ConnectionPool",
     "Backoff",
     "PeerLink",
 ]
@@ -564,6 +565,62 @@ async def connect(
         raise
     assert conn is not None
     return conn
+
+
+_K = TypeVar("_K")
+
+
+class ConnectionPool(Generic[_K]):
+    """A client's connections, one per node (keyed by ``_K``), opened on first use; the
+    callers that ask for one while it is being opened share that attempt.
+
+    ``open`` maps a key to its connection (possibly closed since): a hot path reads it
+    directly and calls :meth:`get` only when that one is missing or closed."""
+
+    def __init__(self, ids: MsgIdGenerator, secret: bytes) -> None:
+        self._ids = ids
+        self._secret = secret
+        self.open: dict[_K, Connection] = {}
+        self._connecting: dict[_K, asyncio.Future[Connection]] = {}
+
+    async def get(
+        self,
+        key: _K,
+        address: tuple[str, int],
+        timeout: float,
+        *,
+        expected_peer_id: str | None = None,
+    ) -> Connection:
+        """The open connection for ``key``, connecting to ``address`` if there is none."""
+        conn = self.open.get(key)
+        if conn is not None and conn.is_open:
+            return conn
+        fut = self._connecting.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        host, port = address
+        fut = asyncio.ensure_future(
+            connect(
+                host,
+                port,
+                self._ids,
+                self._secret,
+                expected_peer_id=expected_peer_id,
+                timeout=timeout,
+            )
+        )
+        self._connecting[key] = fut
+        try:
+            conn = await fut
+        finally:
+            self._connecting.pop(key, None)
+        self.open[key] = conn
+        return conn
+
+    async def close(self, timeout: float) -> None:
+        """Close every connection (see :func:`close_connections`)."""
+        await close_connections(self.open.values(), timeout)
+        self.open.clear()
 
 
 @dataclass

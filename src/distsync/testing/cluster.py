@@ -35,7 +35,7 @@ from typing import Any
 import distsync
 from distsync.errors import AuthError, ClusterUnavailable, DistSyncError, ProtocolError
 from distsync.net.envelope import Envelope, MsgIdGenerator
-from distsync.net.transport import Connection, close_connections, connect
+from distsync.net.transport import Connection, ConnectionPool
 from distsync.node import encode_command, fetch_status
 from distsync.raft import NotLeaderError
 
@@ -337,8 +337,7 @@ class ClusterClient:
         self.client_id = client_id or f"client-{os.getpid()}-{random.getrandbits(32):08x}"
         self.ids = MsgIdGenerator(self.client_id)
         self._seq = itertools.count(1)
-        self._conns: dict[str, Connection] = {}
-        self._connecting: dict[str, asyncio.Future[Connection]] = {}
+        self._pool: ConnectionPool[str] = ConnectionPool(self.ids, self.secret)
         self.leader: str | None = None
         # Commands waiting for the end of this event-loop turn, per node.
         self._queued: dict[str, list[tuple[bytes, asyncio.Future[tuple[int, Any]]]]] = {}
@@ -350,23 +349,7 @@ class ClusterClient:
         self._open_heap: list[int] = []
 
     async def _conn(self, nid: str, timeout: float) -> Connection:
-        conn = self._conns.get(nid)
-        if conn is not None and conn.is_open:
-            return conn
-        fut = self._connecting.get(nid)
-        if fut is None:
-            host, port = self.nodes[nid]
-            fut = asyncio.ensure_future(
-                connect(host, port, self.ids, self.secret, expected_peer_id=nid, timeout=timeout)
-            )
-            self._connecting[nid] = fut
-            try:
-                conn = await fut
-            finally:
-                self._connecting.pop(nid, None)
-            self._conns[nid] = conn
-            return conn
-        return await asyncio.shield(fut)
+        return await self._pool.get(nid, self.nodes[nid], timeout, expected_peer_id=nid)
 
     async def propose(
         self, op: str = "incr", key: str = "", value: Any = None, *, timeout: float = 10.0
@@ -441,7 +424,7 @@ class ClusterClient:
         self, nid: str, queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]], timeout: float
     ) -> None:
         try:
-            conn = self._conns.get(nid)
+            conn = self._pool.open.get(nid)
             if conn is None or not conn.is_open:
                 raise ClusterUnavailable(f"connection to {nid} is down")
             env = Envelope.make(self.ids, "propose", nid, {"batch": [d for d, _ in queue]})
@@ -469,8 +452,7 @@ class ClusterClient:
                 )
 
     async def close(self) -> None:
-        await close_connections(self._conns.values(), 2.0)
-        self._conns.clear()
+        await self._pool.close(2.0)
 
     async def __aenter__(self) -> ClusterClient:
         return self
