@@ -1257,9 +1257,16 @@ class Node:
         assert core is not None
         pr = core.progress.get(m.to) if core.role == Role.LEADER else None
         # match >= m.index: the follower is known to hold everything the append would
-        # check, so its answer could teach the leader nothing (a follower that restarted
-        # behind an optimistic ``next`` needs the append to be rejected: no holding).
-        return pr is not None and pr.state == ProgressState.REPLICATE and pr.match >= m.index
+        # check, so its answer could teach the leader nothing. Otherwise appends with
+        # entries are in flight to it and their answers (or their rejection, from a
+        # follower that restarted behind an optimistic ``next``) teach the leader the same;
+        # if they were lost with a connection, the held append leaves at the next tick.
+        # With nothing in flight and match below, it must leave now: it is the probe.
+        return (
+            pr is not None
+            and pr.state == ProgressState.REPLICATE
+            and (pr.match >= m.index or bool(pr.inflights))
+        )
 
     def _send_held(self) -> None:
         core = self._core

@@ -335,3 +335,37 @@ def test_status_cli_json_lists_reached_and_unreachable_nodes() -> None:
         )
         assert table.returncode == 0, table.stderr
         assert "node_1" in table.stdout and "node_2" in table.stdout and "role" in table.stdout
+
+
+def appends_sent(metrics: str) -> int:
+    for line in metrics.splitlines():
+        if line.startswith("distsync_messages_total") and (
+            'direction="out",type="append_entries"' in line
+        ):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_commit_only_appends_wait_for_the_next_append_or_a_tick() -> None:
+    """One proposal at a time, each acknowledged before the next: the leader sends each
+    follower the append carrying the entry and nothing more until a tick -- not an empty
+    append per commit to the follower whose answer is still on its way (it learns the
+    commit index from the next append, or from the held one at the next tick)."""
+    tick = 0.05
+    with ProcessCluster(3, metrics=True, args=["--tick-interval", str(tick)]) as c:
+
+        async def body() -> None:
+            leader, _ = await c.await_leader(timeout=10.0)
+            async with c.client() as cl:
+                await cl.propose("incr", timeout=10.0)
+                before = appends_sent(await asyncio.to_thread(scrape, c.metrics_ports[leader]))
+                start = time.monotonic()
+                n = 200
+                for _ in range(n):
+                    await cl.propose("incr", timeout=10.0)
+                ticks = (time.monotonic() - start) / tick + 1
+            sent = appends_sent(await asyncio.to_thread(scrape, c.metrics_ports[leader])) - before
+            # Two per proposal, plus at most one held append per follower per tick.
+            assert 2 * n <= sent <= 2 * n + 2 * ticks + 2, (sent, n, ticks)
+
+        run(body)
