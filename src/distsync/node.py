@@ -23,7 +23,7 @@
   ``not_leader`` naming the leader,
 - **metrics** for Prometheus (:class:`NodeMetrics`, served on ``/metrics``).
 
-The driver loop (:meth:`Node._drive`) follows the Ready contract of
+The driver (:meth:`Node._pump`) follows the Ready contract of
 :class:`~distsync.raft.Ready`: persist -> send -> apply -> advance, with the thesis
 §10.2.1 relaxation: when ``persist_first`` is False (a leader whose term and vote are
 already durable) the messages leave *before* the fsync, so the followers' fsyncs overlap
@@ -740,9 +740,12 @@ class Node:
         # Snapshots (the whole state, not one batch) are written here, so the loop keeps
         # serving meanwhile (None with sync=False: they are then written inline).
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._driver: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # One driver pass is scheduled (call_soon) and not yet run.
+        self._kicked = False
+        # The snapshot being written: no driver pass runs until it is done.
+        self._snapshotting: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._wake = asyncio.Event()
         self._stopping = False
         # Inputs queued for the driver (see "Group commit" in the module docstring).
         self._ticks_due = 0
@@ -784,7 +787,7 @@ class Node:
     async def start(self) -> None:
         """Open the storage, restore the state machine, start listening and driving."""
         cfg = self.config
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
         if self._secret is None:
             self._secret = load_secret()
@@ -844,9 +847,8 @@ class Node:
                 cfg.metrics_host,
                 cfg.metrics_port,
             )
-        self._driver = loop.create_task(self._drive(), name=f"distsync-raft-{cfg.id}")
-        self._driver.add_done_callback(self._driver_done)
         self._schedule_tick(loop.time(), 0)
+        self._kick()
 
     @property
     def port(self) -> int:
@@ -865,12 +867,11 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        self._wake.set()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        if self._driver is not None:
+        if self._snapshotting is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(self._driver), 10.0)
+                await asyncio.wait_for(asyncio.shield(self._snapshotting), 10.0)
         if self._http is not None:
             self._http.close()
         for link in self._links.values():
@@ -890,16 +891,15 @@ class Node:
         if self.stopped is not None and not self.stopped.done():
             self.stopped.set_result(None)
 
-    def _driver_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stopping:
+    def _driver_failed(self, exc: BaseException) -> None:
+        if self._stopping:
             return
-        exc = task.exception()
-        if exc is not None:
-            # A storage failure or a bug: the node must not go on serving from a state it
-            # cannot trust; stop and let the operator see why.
-            log.critical("node %s stops: %r", self.id, exc, exc_info=exc)
-            self.failure = exc
-            asyncio.get_running_loop().create_task(self.stop())
+        # A storage failure or a bug: the node must not go on serving from a state it
+        # cannot trust; stop and let the operator see why.
+        log.critical("node %s stops: %r", self.id, exc, exc_info=exc)
+        self.failure = exc  # no driver pass runs from here on
+        assert self._loop is not None
+        self._loop.create_task(self.stop())
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -913,7 +913,7 @@ class Node:
         if self._stopping:
             return
         self._ticks_due += 1
-        self._wake.set()
+        self._kick()
         self._schedule_tick(start, n)
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -942,7 +942,7 @@ class Node:
                 )
                 return
             self._in_msgs.append(m)
-            self._wake.set()
+            self._kick()
         elif t == "propose":
             self._on_propose(conn, env)
         elif t in self._LOCK_HANDLERS:
@@ -997,7 +997,7 @@ class Node:
                 self._refuse(conn, env, err)
 
         self._in_props.append((data, answer))
-        self._wake.set()
+        self._kick()
 
     def _on_propose_batch(self, conn: Connection, env: Envelope, batch: Any) -> None:
         if not isinstance(batch, list) or not batch or not all(isinstance(d, bytes) for d in batch):
@@ -1029,7 +1029,7 @@ class Node:
             return answer
 
         self._in_props.extend((data, answer_for(k)) for k, data in enumerate(batch))
-        self._wake.set()
+        self._kick()
 
     def _refuse_not_leader(self, conn: Connection, env: Envelope) -> None:
         leader = None if self._core is None else self._core.lead
@@ -1063,25 +1063,54 @@ class Node:
                 fut.set_result((index, result))
 
         self._in_props.append((data, done))
-        self._wake.set()
+        self._kick()
         return await asyncio.wait_for(fut, timeout)
 
     # -- the driver -------------------------------------------------------------------------------
 
-    async def _drive(self) -> None:
-        """The only code that calls the core: feed queued inputs, then handle every Ready
-        in order (persist -> send -> apply -> advance)."""
+    def _kick(self) -> None:
+        """Run one driver pass at the end of this event-loop turn (once, however many
+        inputs arrive in the turn): by then every socket read in the turn has queued
+        its messages, so one pass feeds them all to the core and one Ready holds them."""
+        if not self._kicked and self._loop is not None:
+            self._kicked = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """The driver: the only code that calls the core. Feed queued inputs, then handle
+        every Ready in order (persist -> send -> apply -> advance) until none is left.
+
+        A plain callback rather than a task awaiting an event: nothing in a pass waits
+        but the inline write, so a task's wake-up per pass would be pure overhead. The
+        one thing that does wait, writing a snapshot, runs as a task of its own, and no
+        pass runs until it is done."""
+        self._kicked = False
+        if self._stopping or self.failure is not None or self._snapshotting is not None:
+            return
         core = self._core
         assert core is not None
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
+        try:
             self._feed()
             while core.has_ready() and not self._stopping:
-                await self._handle_ready(core.ready())
+                if self._handle_ready(core.ready()):
+                    assert self._loop is not None
+                    self._snapshotting = self._loop.create_task(self._snapshot_then_pump())
+                    return
                 # What arrived during the fsync joins the next batch.
                 self._feed()
             self._expire_waiting()
+        except Exception as exc:
+            self._driver_failed(exc)
+
+    async def _snapshot_then_pump(self) -> None:
+        try:
+            await self._take_snapshot()
+        except Exception as exc:
+            self._snapshotting = None
+            self._driver_failed(exc)
+            return
+        self._snapshotting = None
+        self._pump()
 
     def _feed(self) -> None:
         core = self._core
@@ -1136,7 +1165,9 @@ class Node:
                 self._waiting[index] = (term, waiter)
                 self._deadline_of[index] = time.monotonic() + self.config.propose_timeout
 
-    async def _handle_ready(self, rd: Ready) -> None:
+    def _handle_ready(self, rd: Ready) -> bool:
+        """One Ready through persist -> send -> apply -> advance; True if a snapshot is
+        due (the caller writes it before handling anything else)."""
         core = self._core
         storage = self._storage
         assert core is not None and storage is not None
@@ -1189,8 +1220,7 @@ class Node:
             self._apply_committed(rd)
         # 4. advance
         core.advance(rd)
-        if self._applied - self._snapshot_index >= self.config.snapshot_entries:
-            await self._take_snapshot()
+        return self._applied - self._snapshot_index >= self.config.snapshot_entries
 
     def _apply_committed(self, rd: Ready) -> None:
         """Apply ``rd``'s committed entries, then answer the reads they make servable.
@@ -1367,7 +1397,7 @@ class Node:
             # First in the queue, so in log order the extension precedes every expiry and
             # every client command this leader proposes.
             self._in_props.insert(0, (encode_lock_entry(first), _ignore))
-            self._wake.set()
+            self._kick()
         elif role != Role.LEADER and self._lock_clock is not None:
             self._lock_clock = None
             # Whoever waits here must ask the new leader (with the same request, which
@@ -1456,7 +1486,7 @@ class Node:
                 then(result)
 
         self._in_props.append((data, applied))
-        self._wake.set()
+        self._kick()
 
     def _ack_effect(self, conn: Connection, env: Envelope, effect: dict[str, Any]) -> None:
         if effect.get("effect") == "error":
@@ -1568,7 +1598,7 @@ class Node:
             self._in_props.append((encode_lock_entry(cmd), _ignore))
             proposed = True
         if proposed:
-            self._wake.set()
+            self._kick()
 
     def on_lock_release(self, conn: Connection, env: Envelope) -> None:
         """``lock_release`` ``{resource, session_id, token, seq, first_unacked}``; with
@@ -1656,7 +1686,7 @@ class Node:
         self._read_counter += 1
         ctx = b"%d" % self._read_counter
         self._in_reads.append((ctx, answer))
-        self._wake.set()
+        self._kick()
 
         def expire() -> None:
             late = self._reads.pop(ctx, None)

@@ -5,12 +5,13 @@ the in-process API (``propose``, ``status``), the ``propose`` wire request and i
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from distsync.errors import InvalidRequest, ProtocolError
+from distsync.errors import DistSyncError, InvalidRequest, ProtocolError, StorageError
 from distsync.net.envelope import Envelope
 from distsync.net.transport import connect
 from distsync.node import Node, NodeConfig, encode_command
@@ -152,6 +153,45 @@ def test_whole_cluster_restart_rebuilds_state_from_disk(tmp_path: Path) -> None:
                 for n in nodes
                 if n.status()["last_applied"] == leader.status()["last_applied"]
             } == {121}
+        finally:
+            for n in nodes:
+                await n.stop()
+
+    run(body)
+
+
+def test_a_failing_log_write_stops_the_node_and_fails_its_waiters(tmp_path: Path) -> None:
+    """The leader's log write fails (its segment file turned read-only under it): the node
+    records the failure, answers the waiting proposal with an error instead of an
+    acknowledgement, and stops; the others elect a new leader and go on."""
+
+    async def body() -> None:
+        nodes = make_nodes(tmp_path, free_ports(3))
+        try:
+            for n in nodes:
+                await n.start()
+            leader = await leader_of(nodes)
+            await leader.propose(encode_command("incr"), timeout=5)
+            storage = leader._storage
+            assert storage is not None
+            wal = storage._wal
+            segments = sorted(Path(wal.path).glob("seg-*.log"))  # type: ignore[union-attr]
+            fds = list(wal._fds.values())  # type: ignore[union-attr]
+            for fd in fds:
+                ro = os.open(segments[0], os.O_RDONLY)
+                os.dup2(ro, fd)
+                os.close(ro)
+            with pytest.raises(DistSyncError):
+                await leader.propose(encode_command("incr"), timeout=5)
+            assert leader.stopped is not None
+            await asyncio.wait_for(asyncio.shield(leader.stopped), 5)
+            assert isinstance(leader.failure, StorageError), leader.failure
+            others = [n for n in nodes if n is not leader]
+            new = await leader_of(others)
+            _, result = await new.propose(encode_command("incr"), timeout=5)
+            # 3 if the failed proposal still commits: its append left for the followers
+            # before the leader's write failed (its client was not told it succeeded).
+            assert result in (2, 3)
         finally:
             for n in nodes:
                 await n.stop()
