@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random as _random
 import ssl as _ssl
@@ -238,20 +239,32 @@ class Connection(asyncio.BufferedProtocol):
         An ``error`` reply raises the error it names (:func:`remote_error`);
         ``TimeoutError`` after ``timeout`` seconds; :class:`ClusterUnavailable` if the
         connection closes first."""
+        return await self.start_request(env, timeout)
+
+    def start_request(
+        self, env: Envelope, timeout: float | None = None
+    ) -> asyncio.Future[Envelope]:
+        """:meth:`request` without a coroutine: queue ``env`` and return the future of
+        its reply (for a caller that would rather attach a callback than run a task per
+        request). Cancelling the future abandons the request."""
         if env.msg_id in self._pending:
             raise ValueError(f"msg_id {env.msg_id!r} is already in flight")
+        self.send(env)  # raises if the connection is not open: nothing registered yet
         fut: asyncio.Future[Envelope] = self._loop.create_future()
         self._pending[env.msg_id] = fut
         # A timer on the future rather than asyncio.wait_for, which wraps it in another
         # task and costs a few microseconds per request on the hot path.
         timer = None if timeout is None else self._loop.call_later(timeout, _expire, fut, timeout)
-        try:
-            self.send(env)
-            return await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._pending.pop(env.msg_id, None)
+        fut.add_done_callback(functools.partial(self._request_done, env.msg_id, timer))
+        return fut
+
+    def _request_done(
+        self, msg_id: str, timer: asyncio.TimerHandle | None, fut: asyncio.Future[Envelope]
+    ) -> None:
+        if timer is not None:
+            timer.cancel()
+        if self._pending.get(msg_id) is fut:
+            del self._pending[msg_id]
 
     async def drain(self) -> None:
         """Wait until the socket's write buffer is below its high-water mark."""

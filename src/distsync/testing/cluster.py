@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import os
@@ -341,7 +342,6 @@ class ClusterClient:
         self.leader: str | None = None
         # Commands waiting for the end of this event-loop turn, per node.
         self._queued: dict[str, list[tuple[bytes, asyncio.Future[tuple[int, Any]]]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         # Sequences sent and not yet answered, and a min-heap of them with lazy deletion:
         # the lowest tells the state machine which results it may forget, and with many
         # proposals in flight a min() over the set per proposal would cost O(in flight).
@@ -382,7 +382,9 @@ class ClusterClient:
                 )
             nid = self.leader or candidates[attempt % len(candidates)]
             try:
-                await self._conn(nid, min(left, 2.0))
+                conn = self._pool.open.get(nid)
+                if conn is None or not conn.is_open:
+                    await self._conn(nid, min(left, 2.0))
                 index, result = await self._submit(nid, data, min(left, 5.0))
                 self.leader = nid
                 return index, result
@@ -414,30 +416,55 @@ class ClusterClient:
         return fut
 
     def _flush(self, nid: str, timeout: float) -> None:
-        queue = self._queued.pop(nid, [])
-        if queue:
-            task = asyncio.ensure_future(self._send_batch(nid, queue, timeout))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send_batch(
-        self, nid: str, queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]], timeout: float
-    ) -> None:
+        """Send the commands queued for ``nid`` in this turn as one ``propose`` (written
+        now: the turn's batch is complete); their futures are settled by a callback on
+        the reply, not by a task per batch."""
+        queue = self._queued.pop(nid, None)
+        if not queue:
+            return
         try:
             conn = self._pool.open.get(nid)
             if conn is None or not conn.is_open:
                 raise ClusterUnavailable(f"connection to {nid} is down")
             env = Envelope.make(self.ids, "propose", nid, {"batch": [d for d, _ in queue]})
-            reply = await conn.request(env, timeout)
-            results = reply.payload["results"]
-            if not isinstance(results, list) or len(results) != len(queue):
-                raise ProtocolError(f"{nid} answered {len(queue)} proposals with {results!r:.80}")
-        except BaseException as exc:
+            reply = conn.start_request(env, timeout)
+            conn.flush()
+        except Exception as exc:
+            self._settle(nid, queue, None, exc)
+            return
+        reply.add_done_callback(functools.partial(self._answered, nid, queue))
+
+    def _answered(
+        self,
+        nid: str,
+        queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]],
+        reply: asyncio.Future[Envelope],
+    ) -> None:
+        if reply.cancelled():
+            self._settle(nid, queue, None, ClusterUnavailable(f"request to {nid} cancelled"))
+            return
+        exc = reply.exception()
+        if exc is not None:
+            self._settle(nid, queue, None, exc)
+            return
+        results = reply.result().payload.get("results")
+        if not isinstance(results, list) or len(results) != len(queue):
+            err = ProtocolError(f"{nid} answered {len(queue)} proposals with {results!r:.80}")
+            self._settle(nid, queue, None, err)
+            return
+        self._settle(nid, queue, results, None)
+
+    @staticmethod
+    def _settle(
+        nid: str,
+        queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]],
+        results: list[Any] | None,
+        exc: BaseException | None,
+    ) -> None:
+        if results is None:
             for _, fut in queue:
                 if not fut.done():
-                    fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+                    fut.set_exception(exc or ClusterUnavailable(f"no answer from {nid}"))
             return
         for (_, fut), res in zip(queue, results, strict=True):
             if fut.done():
