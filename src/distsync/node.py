@@ -749,6 +749,7 @@ class Node:
         self._stopping = False
         # Inputs queued for the driver (see "Group commit" in the module docstring).
         self._ticks_due = 0
+        self._expire_due = False
         self._in_msgs: list[Message] = []
         self._in_props: list[tuple[bytes, _Waiter]] = []
         # Commit notices (empty appends) held back for at most a tick, per peer.
@@ -913,6 +914,8 @@ class Node:
         if self._stopping:
             return
         self._ticks_due += 1
+        # Proposal deadlines are seconds long: checked once a tick, not on every pass.
+        self._expire_due = True
         self._kick()
         self._schedule_tick(start, n)
 
@@ -1098,7 +1101,9 @@ class Node:
                     return
                 # What arrived during the fsync joins the next batch.
                 self._feed()
-            self._expire_waiting()
+            if self._expire_due:
+                self._expire_due = False
+                self._expire_waiting()
         except Exception as exc:
             self._driver_failed(exc)
 
@@ -1335,11 +1340,13 @@ class Node:
         if not self._deadline_of:
             return
         now = time.monotonic()
+        deadlines = self._deadline_of
         # Deadlines grow with the index (proposed in order): stop at the first live one.
-        for index in list(self._deadline_of):
-            if self._deadline_of[index] > now:
+        while deadlines:
+            index = next(iter(deadlines))
+            if deadlines[index] > now:
                 break
-            del self._deadline_of[index]
+            del deadlines[index]
             w = self._waiting.pop(index, None)
             if w is not None:
                 self.metrics.proposals_failed += 1

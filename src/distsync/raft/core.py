@@ -826,9 +826,11 @@ class RaftCore:
         """Send ``to`` its next batch of entries if flow control allows; False if nothing
         was sent."""
         pr = self.progress[to]
+        log = self.log
+        if not send_if_empty and pr.next > log.last_index():
+            return False  # nothing new for it (the common case when filling the pipeline)
         if pr.is_paused():
             return False
-        log = self.log
         if pr.next < log.first_index():
             return self._send_snapshot(to, pr)
         prev = pr.next - 1
