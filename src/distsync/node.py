@@ -1151,24 +1151,27 @@ class Node:
         if self._in_props:
             props, self._in_props = self._in_props, []
             term = core.term
-            for data, waiter in props:
-                try:
-                    index = core.propose(data)
-                except (NotLeaderError, ProposalDroppedError) as exc:
+            try:
+                first = core.propose_many([data for data, _ in props])
+            except (NotLeaderError, ProposalDroppedError) as exc:
+                for _, waiter in props:
                     self.metrics.proposals_failed += 1
                     waiter(0, None, exc)
-                    continue
+                return
+            deadline = time.monotonic() + self.config.propose_timeout
+            waiting, deadline_of = self._waiting, self._deadline_of
+            for index, (_, waiter) in enumerate(props, first):
                 if waiter is not _ignore:  # the leader's own commands are no client's
                     self.metrics.proposals += 1
-                old = self._waiting.get(index)
+                old = waiting.get(index)
                 if old is not None:
                     # Leader again after our log was cut below an entry we proposed in an
                     # earlier term and never saw applied: that entry is gone.
                     self.metrics.proposals_failed += 1
                     old[1](index, None, ProposalDroppedError(f"entry {index} was overwritten"))
-                    self._deadline_of.pop(index, None)
-                self._waiting[index] = (term, waiter)
-                self._deadline_of[index] = time.monotonic() + self.config.propose_timeout
+                    deadline_of.pop(index, None)
+                waiting[index] = (term, waiter)
+                deadline_of[index] = deadline
 
     def _handle_ready(self, rd: Ready) -> bool:
         """One Ready through persist -> send -> apply -> advance; True if a snapshot is

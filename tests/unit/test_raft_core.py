@@ -268,6 +268,29 @@ def test_proposals_between_readies_travel_in_one_append() -> None:
     ld.advance(rd)
 
 
+def test_propose_many_appends_in_order_and_commits_like_single_proposals() -> None:
+    net = leader_of_three()
+    ld = net["n1"]
+    before = ld.log.last_index()
+    first = ld.propose_many([b"a", b"b", b"c"])
+    assert first == before + 1 and ld.log.last_index() == before + 3
+    assert ld.propose(b"d") == before + 4
+    net.flush("n1")
+    for nid in net.ids:
+        tail = [(i, d) for i, _, d in net.applied[nid] if i > before]
+        assert tail == [
+            (before + 1, b"a"),
+            (before + 2, b"b"),
+            (before + 3, b"c"),
+            (before + 4, b"d"),
+        ]
+    with pytest.raises(NotLeaderError):
+        net["n2"].propose_many([b"x"])
+    with pytest.raises(ValueError, match="at least one"):
+        ld.propose_many([])
+    assert ld.log.last_index() == before + 4
+
+
 def test_batching_limits_entries_and_bytes_per_append() -> None:
     net = leader_of_three(max_entries_per_msg=3, max_inflight_msgs=100)
     net.ignore(MT.APPEND_RESPONSE)

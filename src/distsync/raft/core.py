@@ -213,6 +213,21 @@ class RaftCore:
         self._bcast_pending = True
         return index
 
+    def propose_many(self, data: list[bytes]) -> int:
+        """:meth:`propose` for several commands at once, in order: one append to the log
+        instead of one per command. Returns the index of the first (the others follow it
+        one by one); raises like :meth:`propose`, before appending any."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
+        if not data:
+            raise ValueError("propose_many needs at least one command")
+        term, normal = self.term, EntryKind.NORMAL
+        last = self._append_entries([Entry(term, 0, d, normal) for d in data])
+        self._bcast_pending = True
+        return last - len(data) + 1
+
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point. A later Ready carries a ``ReadState`` with
         this ``context`` (which must be unique among pending reads); the read may be served
