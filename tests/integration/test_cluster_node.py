@@ -5,8 +5,9 @@ the in-process API (``propose``, ``status``), the ``propose`` wire request and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,24 @@ def make_nodes(tmp: Path, ports: list[int], **kw: object) -> list[Node]:
                 data_dir=str(tmp / n),
                 secret=SECRET,
                 tick_interval=0.02,
-                **kw,  # type: ignore[arg-type]
+                **kw,
             )
         )
         for n in ids
     ]
+
+
+@contextlib.asynccontextmanager
+async def running(tmp: Path, ports: list[int], **kw: object) -> AsyncIterator[list[Node]]:
+    """The nodes of :func:`make_nodes`, started, and stopped on the way out."""
+    nodes = make_nodes(tmp, ports, **kw)
+    try:
+        for n in nodes:
+            await n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            await n.stop()
 
 
 async def leader_of(nodes: list[Node], timeout: float = 10.0) -> Node:
@@ -58,10 +72,7 @@ async def leader_of(nodes: list[Node], timeout: float = 10.0) -> Node:
 
 def test_propose_in_process_and_over_the_wire_with_redirect(tmp_path: Path) -> None:
     async def body() -> None:
-        nodes = make_nodes(tmp_path, free_ports(3))
-        try:
-            for n in nodes:
-                await n.start()
+        async with running(tmp_path, free_ports(3)) as nodes:
             leader = await leader_of(nodes)
             follower = next(n for n in nodes if n is not leader)
             index, result = await leader.propose(encode_command("incr", value=3), timeout=5)
@@ -111,9 +122,6 @@ def test_propose_in_process_and_over_the_wire_with_redirect(tmp_path: Path) -> N
             assert st["counter"] == 4 and st["role"] == "leader" and st["leader_id"] == leader.id
             assert set(st["peers"]) == {n.id for n in nodes if n is not leader}
             assert all(p["match"] <= st["last_index"] for p in st["peers"].values())
-        finally:
-            for n in nodes:
-                await n.stop()
 
     run(body)
 
@@ -123,21 +131,12 @@ def test_whole_cluster_restart_rebuilds_state_from_disk(tmp_path: Path) -> None:
 
     async def body() -> None:
         # Small snapshot threshold: the restart goes through snapshot + log replay.
-        nodes = make_nodes(tmp_path, ports, snapshot_entries=50, snapshot_keep=5)
-        try:
-            for n in nodes:
-                await n.start()
+        async with running(tmp_path, ports, snapshot_entries=50, snapshot_keep=5) as nodes:
             leader = await leader_of(nodes)
             for k in range(120):
                 await leader.propose(encode_command("incr", client_id="c", sequence=k), timeout=5)
             assert leader.status()["snapshots_taken"] >= 2
-        finally:
-            for n in nodes:
-                await n.stop()
-        nodes = make_nodes(tmp_path, ports, snapshot_entries=50, snapshot_keep=5)
-        try:
-            for n in nodes:
-                await n.start()
+        async with running(tmp_path, ports, snapshot_entries=50, snapshot_keep=5) as nodes:
             leader = await leader_of(nodes)
             # A retry of an applied command is answered from the session table.
             _, result = await leader.propose(
@@ -153,9 +152,6 @@ def test_whole_cluster_restart_rebuilds_state_from_disk(tmp_path: Path) -> None:
                 for n in nodes
                 if n.status()["last_applied"] == leader.status()["last_applied"]
             } == {121}
-        finally:
-            for n in nodes:
-                await n.stop()
 
     run(body)
 
@@ -166,17 +162,14 @@ def test_a_failing_log_write_stops_the_node_and_fails_its_waiters(tmp_path: Path
     acknowledgement, and stops; the others elect a new leader and go on."""
 
     async def body() -> None:
-        nodes = make_nodes(tmp_path, free_ports(3))
-        try:
-            for n in nodes:
-                await n.start()
+        async with running(tmp_path, free_ports(3)) as nodes:
             leader = await leader_of(nodes)
             await leader.propose(encode_command("incr"), timeout=5)
             storage = leader._storage
             assert storage is not None
             wal = storage._wal
-            segments = sorted(Path(wal.path).glob("seg-*.log"))  # type: ignore[union-attr]
-            fds = list(wal._fds.values())  # type: ignore[union-attr]
+            segments = sorted(Path(wal.path).glob("seg-*.log"))
+            fds = list(wal._fds.values())
             for fd in fds:
                 ro = os.open(segments[0], os.O_RDONLY)
                 os.dup2(ro, fd)
@@ -192,8 +185,5 @@ def test_a_failing_log_write_stops_the_node_and_fails_its_waiters(tmp_path: Path
             # 3 if the failed proposal still commits: its append left for the followers
             # before the leader's write failed (its client was not told it succeeded).
             assert result in (2, 3)
-        finally:
-            for n in nodes:
-                await n.stop()
 
     run(body)
