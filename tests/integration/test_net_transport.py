@@ -379,6 +379,51 @@ def test_request_timeout_and_connection_loss_fail_pending_requests() -> None:
     run(body)
 
 
+def test_start_request_gives_the_reply_future_and_forgets_what_ends() -> None:
+    """The coroutine-free form of request(): the reply arrives on the future; a timed-out,
+    cancelled or answered request leaves nothing pending (a late answer to a cancelled
+    one is dropped); a connection that is not open refuses before registering anything."""
+
+    async def body() -> None:
+        held: list[tuple[Connection, Envelope]] = []
+        server = await serve(
+            "node_1", SECRET, HOST, 0, handler=lambda conn, env: held.append((conn, env))
+        )
+        conn = None
+        try:
+            conn = await connect(HOST, server.port, "client_a", SECRET)
+            c = conn
+            answered = c.start_request(Envelope.make(c.ids, "status", "node_1", {"k": 1}), 5.0)
+            cancelled = c.start_request(Envelope.make(c.ids, "status", "node_1", {"k": 2}), 5.0)
+            timed_out = c.start_request(Envelope.make(c.ids, "status", "node_1", {"k": 3}), 0.05)
+            assert c.in_flight == 3
+            with pytest.raises(asyncio.TimeoutError):
+                await timed_out
+            cancelled.cancel()
+            await asyncio.sleep(0)
+            assert c.in_flight == 1
+            for _ in range(100):
+                if len(held) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            for sc, env in held:  # answer all three, the cancelled one's answer is dropped
+                sc.send(env.reply(sc.ids, "ack", {"k": env.payload["k"]}))
+            reply = await asyncio.wait_for(answered, 5.0)
+            assert reply.payload["k"] == 1
+            await asyncio.sleep(0.05)
+            assert c.in_flight == 0 and cancelled.cancelled()
+            c.close()
+            with pytest.raises(ClusterUnavailable):
+                c.start_request(Envelope.make(c.ids, "status", "node_1"), 1.0)
+            assert c.in_flight == 0
+        finally:
+            if conn is not None:
+                conn.close()
+            await server.close()
+
+    run(body)
+
+
 def test_sends_in_one_loop_turn_leave_in_one_write() -> None:
     async def body() -> None:
         rec = Recorder()
