@@ -524,9 +524,7 @@ class AsyncClient:
                 k = self._leader
                 attempt_start = now
                 try:
-                    conn = self._pool.open.get(k)
-                    if conn is None or not conn.is_open:
-                        conn = await self._conn(k, min(left or 2.0, 2.0))
+                    conn = self._pool.ready(k) or await self._conn(k, min(left or 2.0, 2.0))
                     env = Envelope.make(self._ids, msg_type, conn.peer_id or "", payload)
                     reply = await conn.request(env, left)
                     return reply.payload

@@ -587,14 +587,19 @@ class ConnectionPool(Generic[_K]):
     """A client's connections, one per node (keyed by ``_K``), opened on first use; the
     callers that ask for one while it is being opened share that attempt.
 
-    ``open`` maps a key to its connection (possibly closed since): a hot path reads it
-    directly and calls :meth:`get` only when that one is missing or closed."""
+    A hot path asks :meth:`ready` (no coroutine) and awaits :meth:`get` only when that
+    finds no open connection."""
 
     def __init__(self, ids: MsgIdGenerator, secret: bytes) -> None:
         self._ids = ids
         self._secret = secret
         self.open: dict[_K, Connection] = {}
         self._connecting: dict[_K, asyncio.Future[Connection]] = {}
+
+    def ready(self, key: _K) -> Connection | None:
+        """The open connection for ``key``, or None if there is none (yet or any more)."""
+        conn = self.open.get(key)
+        return conn if conn is not None and conn.is_open else None
 
     async def get(
         self,
@@ -605,8 +610,8 @@ class ConnectionPool(Generic[_K]):
         expected_peer_id: str | None = None,
     ) -> Connection:
         """The open connection for ``key``, connecting to ``address`` if there is none."""
-        conn = self.open.get(key)
-        if conn is not None and conn.is_open:
+        conn = self.ready(key)
+        if conn is not None:
             return conn
         fut = self._connecting.get(key)
         if fut is not None:

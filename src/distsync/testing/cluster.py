@@ -322,6 +322,12 @@ class ProcessCluster:
         )
 
 
+def _fail_all(queue: list[tuple[bytes, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, fut in queue:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
 class ClusterClient:
     """Proposes commands to a cluster's leader over one connection per node, many requests
     in flight on each (matched by ``msg_id``). Async; use from one event loop.
@@ -382,8 +388,7 @@ class ClusterClient:
                 )
             nid = self.leader or candidates[attempt % len(candidates)]
             try:
-                conn = self._pool.open.get(nid)
-                if conn is None or not conn.is_open:
+                if self._pool.ready(nid) is None:
                     await self._conn(nid, min(left, 2.0))
                 index, result = await self._submit(nid, data, min(left, 5.0))
                 self.leader = nid
@@ -423,48 +428,35 @@ class ClusterClient:
         if not queue:
             return
         try:
-            conn = self._pool.open.get(nid)
-            if conn is None or not conn.is_open:
+            conn = self._pool.ready(nid)
+            if conn is None:
                 raise ClusterUnavailable(f"connection to {nid} is down")
             env = Envelope.make(self.ids, "propose", nid, {"batch": [d for d, _ in queue]})
             reply = conn.start_request(env, timeout)
             conn.flush()
         except Exception as exc:
-            self._settle(nid, queue, None, exc)
+            _fail_all(queue, exc)
             return
         reply.add_done_callback(functools.partial(self._answered, nid, queue))
 
+    @staticmethod
     def _answered(
-        self,
         nid: str,
         queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]],
         reply: asyncio.Future[Envelope],
     ) -> None:
         if reply.cancelled():
-            self._settle(nid, queue, None, ClusterUnavailable(f"request to {nid} cancelled"))
+            _fail_all(queue, ClusterUnavailable(f"request to {nid} cancelled"))
             return
         exc = reply.exception()
         if exc is not None:
-            self._settle(nid, queue, None, exc)
+            _fail_all(queue, exc)
             return
         results = reply.result().payload.get("results")
         if not isinstance(results, list) or len(results) != len(queue):
-            err = ProtocolError(f"{nid} answered {len(queue)} proposals with {results!r:.80}")
-            self._settle(nid, queue, None, err)
-            return
-        self._settle(nid, queue, results, None)
-
-    @staticmethod
-    def _settle(
-        nid: str,
-        queue: list[tuple[bytes, asyncio.Future[tuple[int, Any]]]],
-        results: list[Any] | None,
-        exc: BaseException | None,
-    ) -> None:
-        if results is None:
-            for _, fut in queue:
-                if not fut.done():
-                    fut.set_exception(exc or ClusterUnavailable(f"no answer from {nid}"))
+            _fail_all(
+                queue, ProtocolError(f"{nid} answered {len(queue)} proposals with {results!r:.80}")
+            )
             return
         for (_, fut), res in zip(queue, results, strict=True):
             if fut.done():
