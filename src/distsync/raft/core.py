@@ -204,10 +204,7 @@ class RaftCore:
         later Ready lists it among ``committed_entries`` with this node's ``term`` (a new
         leader may overwrite it otherwise). Raises NotLeaderError on a non-leader,
         ProposalDroppedError while a leader transfer is in progress (§3.10)."""
-        if self.role != Role.LEADER:
-            raise NotLeaderError(self.lead)
-        if self.lead_transferee is not None:
-            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
+        self._check_proposable()
         index = self._append_entries([Entry(self.term, 0, data, kind)])
         # Many proposals between two Ready batches travel in one append per follower.
         self._bcast_pending = True
@@ -217,16 +214,19 @@ class RaftCore:
         """:meth:`propose` for several commands at once, in order: one append to the log
         instead of one per command. Returns the index of the first (the others follow it
         one by one); raises like :meth:`propose`, before appending any."""
-        if self.role != Role.LEADER:
-            raise NotLeaderError(self.lead)
-        if self.lead_transferee is not None:
-            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
+        self._check_proposable()
         if not data:
             raise ValueError("propose_many needs at least one command")
         term, normal = self.term, EntryKind.NORMAL
         last = self._append_entries([Entry(term, 0, d, normal) for d in data])
         self._bcast_pending = True
         return last - len(data) + 1
+
+    def _check_proposable(self) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.lead)
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point. A later Ready carries a ``ReadState`` with
@@ -267,10 +267,7 @@ class RaftCore:
         leader has committed an entry of its own term: a change proposed earlier could
         overlap one an earlier leader left uncommitted, and two changes in flight at once
         can produce disjoint majorities (the bug Ongaro's thesis errata fixes this way)."""
-        if self.role != Role.LEADER:
-            raise NotLeaderError(self.lead)
-        if self.lead_transferee is not None:
-            raise ProposalDroppedError(f"transferring leadership to {self.lead_transferee!r}")
+        self._check_proposable()
         if self.pending_conf_index > self.log.applied:
             raise ProposalDroppedError(
                 f"membership change at {self.pending_conf_index} not applied yet"
