@@ -125,7 +125,7 @@ from distsync.raft import (
     Snapshot,
     StaleSequenceError,
 )
-from distsync.raft.lmdb_storage import LOG_FORMATS, LmdbStorage
+from distsync.raft.lmdb_storage import LmdbStorage, check_log_format
 from distsync.raft.progress import ProgressState
 
 __all__ = [
@@ -223,10 +223,7 @@ class NodeConfig:
             raise ValueError("node id must not be empty")
         if self.tick_interval <= 0:
             raise ValueError("tick_interval must be > 0")
-        if self.log_format not in LOG_FORMATS:
-            raise ValueError(
-                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
-            )
+        check_log_format(self.log_format)
         if self.snapshot_entries < 1 or self.snapshot_keep < 0:
             raise ValueError("snapshot_entries must be >= 1 and snapshot_keep >= 0")
         Config(self.id, voters=(self.id,), election_tick=self.election_tick,

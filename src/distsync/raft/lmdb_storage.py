@@ -100,7 +100,14 @@ from distsync.raft.storage import (
 )
 from distsync.raft.types import EMPTY_HARD_STATE, ConfState, Entry, EntryKind, HardState, Snapshot
 
-__all__ = ["LmdbStorage", "encode_entry", "encode_framed", "decode_entry"]
+__all__ = [
+    "LOG_FORMATS",
+    "LmdbStorage",
+    "check_log_format",
+    "encode_entry",
+    "encode_framed",
+    "decode_entry",
+]
 
 _T = TypeVar("_T")
 
@@ -119,6 +126,14 @@ _META_MAP_SIZE = 1 << 20
 #: The formats a log generation can be stored in (see the module docstring).
 LOG_FORMATS = ("segments", "lmdb")
 _Log = Wal | SegmentLog
+
+
+def check_log_format(log_format: str) -> None:
+    """ValueError naming the choices unless ``log_format`` is one of :data:`LOG_FORMATS`."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+
+
 #: Recent entries kept decoded in memory: a leader re-reads its newest entries for every
 #: follower's AppendEntries, which must not cost an LMDB read each time.
 TAIL_ENTRIES = 4096
@@ -260,10 +275,7 @@ class LmdbStorage:
         log_format: str = "segments",
         segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
-        if log_format not in LOG_FORMATS:
-            raise ValueError(
-                f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}"
-            )
+        check_log_format(log_format)
         self._dir = os.fspath(data_dir)
         self._sync = sync
         self._log_format = log_format
