@@ -149,6 +149,14 @@ def _torn(data: bytes, pos: int) -> bool:
     return False
 
 
+def _write_zeros(fd: int, start: int, stop: int) -> None:
+    """Overwrite bytes ``start .. stop - 1`` of ``fd`` with zeros."""
+    pos = start
+    while pos < stop:
+        step = min(_ZERO_STEP, stop - pos)
+        pos += os.pwrite(fd, _ZEROS[:step] if step < _ZERO_STEP else _ZEROS, pos)
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -247,10 +255,7 @@ class SegmentLog:
         tmp = self._seg_path(n) + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            done = 0
-            while done < size:
-                step = min(_ZERO_STEP, size - done)
-                done += os.pwrite(fd, _ZEROS[:step] if step < _ZERO_STEP else _ZEROS, done)
+            _write_zeros(fd, 0, size)
             if self._sync:
                 os.fsync(fd)
             os.rename(tmp, self._seg_path(n))
@@ -307,9 +312,7 @@ class SegmentLog:
         n = self._seg + 1
         self._join_spare()
         if self._spare == n and self._sizes[n] < need:
-            os.close(self._fds.pop(n))
-            del self._sizes[n]
-            os.unlink(self._seg_path(n))
+            self._delete_segment(n)
             self._spare = None
         if self._spare != n:
             size = max(self._segment_bytes, _pad(need))
@@ -317,6 +320,11 @@ class SegmentLog:
             self._sizes[n] = size
         self._spare = None
         self._seg, self._end = n, 0
+
+    def _delete_segment(self, n: int) -> None:
+        os.close(self._fds.pop(n))
+        del self._sizes[n]
+        os.unlink(self._seg_path(n))
 
     def _close_fds(self) -> None:
         if self._preparing is not None:
@@ -401,9 +409,7 @@ class SegmentLog:
             self._zero_tail(self._seg, self._end)
         later = [n for n in segs if n > self._seg]
         for n in later[1:]:  # at most one spare is kept
-            os.close(self._fds.pop(n))
-            del self._sizes[n]
-            os.unlink(self._seg_path(n))
+            self._delete_segment(n)
         if later:
             self._spare = later[0]
 
@@ -508,12 +514,7 @@ class SegmentLog:
         rest = os.pread(fd, size - end, end)
         if rest.count(0) == len(rest):
             return
-        last = len(rest.rstrip(b"\0"))
-        pos = end
-        while pos < end + last:
-            step = min(_ZERO_STEP, end + last - pos)
-            os.pwrite(fd, _ZEROS[:step], pos)
-            pos += step
+        _write_zeros(fd, end, end + len(rest.rstrip(b"\0")))
         if self._sync:
             os.fdatasync(fd)
 
@@ -655,9 +656,7 @@ class SegmentLog:
         for n in sorted(self._fds):
             if n >= keep or n >= self._seg:
                 break
-            os.close(self._fds.pop(n))
-            del self._sizes[n]
-            os.unlink(self._seg_path(n))
+            self._delete_segment(n)
         # A removed name need not be durable: recovery of a segment that comes back holds
         # only records before the head chunk, which recovery drops again.
 
