@@ -63,6 +63,7 @@ from distsync.bench._commit import MALLOC_TRIM, _stderr, _summary, ensure_pysync
 __all__ = [
     "WORKLOADS",
     "TARGETS",
+    "FSYNC_OFF",
     "LockSettings",
     "QUICK",
     "ensure_etcd",
@@ -148,16 +149,21 @@ async def _distsync_run(clients: list[Any], w: Workload, seconds: float) -> dict
 
 
 def bench_distsync(
-    settings: LockSettings, log: Callable[[str], None] = _stderr
+    settings: LockSettings,
+    log: Callable[[str], None] = _stderr,
+    *,
+    node_args: tuple[str, ...] = (),
+    label: str = "distsync",
 ) -> dict[str, list[dict[str, float]]]:
-    """Every workload on one fresh ``LocalCluster(nodes=3)`` (fsync on)."""
+    """Every workload on one fresh ``LocalCluster(nodes=3)`` (fsync on unless
+    ``node_args`` holds ``--no-sync``)."""
     from distsync.client import AsyncClient
     from distsync.cluster import LocalCluster
     from distsync.node import install_uvloop
 
     install_uvloop()
     results: dict[str, list[dict[str, float]]] = {}
-    with LocalCluster(nodes=3) as cluster:
+    with LocalCluster(nodes=3, args=node_args) as cluster:
 
         async def main() -> None:
             most = max(w.clients for w in WORKLOADS)
@@ -172,7 +178,7 @@ def bench_distsync(
                     for _ in range(settings.reps):
                         await _distsync_run(use, w, settings.warmup)
                         results[w.name].append(await _distsync_run(use, w, settings.duration))
-                        log(f"  distsync   {w.name:<22} {results[w.name][-1]['rate']:>9,.0f}/s")
+                        log(f"  {label:<10} {w.name:<22} {results[w.name][-1]['rate']:>9,.0f}/s")
             finally:
                 for c in clients:
                     await c.close(timeout=2.0)
@@ -472,14 +478,32 @@ def bench_etcd(
 # ==== the whole benchmark =========================================================================
 
 
+#: The system name of the rows measured with fsync off on every node.
+FSYNC_OFF = "distsync, fsync off (bound)"
+
+
 def run_locks(
-    settings: LockSettings, *, peers: bool = True, log: Callable[[str], None] = _stderr
+    settings: LockSettings,
+    *,
+    peers: bool = True,
+    fsync_off_bound: bool = False,
+    log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Run the benchmark: ``{"meta": {...}, "rows": [...]}``, one row per system and
-    workload (the shape ``--json`` writes). ``peers=False`` runs distsync only."""
+    workload (the shape ``--json`` writes). ``peers=False`` runs distsync only.
+
+    ``fsync_off_bound`` runs distsync a second time with fsync off on every node
+    (``distsync serve --no-sync``): not a configuration to deploy (an acknowledged lock
+    could be lost with a power cut) but the bound that tells what the disk costs, i.e.
+    what the same code does when every flush is free. Its rows (system
+    :data:`FSYNC_OFF`) carry no target: the targets hold while every commit is fsynced."""
     rows: list[dict[str, Any]] = []
     log("distsync (3 processes, fsync on)...")
     ours = bench_distsync(settings, log)
+    unsynced: dict[str, list[dict[str, float]]] = {}
+    if fsync_off_bound:
+        log("distsync again, fsync off on every node (a bound, not a configuration)...")
+        unsynced = bench_distsync(settings, log, node_args=("--no-sync",), label="no fsync")
     peer_runs: dict[str, dict[str, list[dict[str, float]]] | str] = {}
     versions: dict[str, str] = {}
     if peers:
@@ -534,6 +558,19 @@ def run_locks(
                 "runs": ours[w.name],
             }
         )
+        if unsynced:
+            rows.append(
+                {
+                    "system": FSYNC_OFF,
+                    "fsync": False,
+                    "workload": w.name,
+                    "clients": w.clients,
+                    "resources": w.resources,
+                    "available": True,
+                    **_median_run(unsynced[w.name]),
+                    "runs": unsynced[w.name],
+                }
+            )
         for peer, runs in peer_runs.items():
             name = f"{peer} {versions[peer]}" if peer in versions else peer
             row: dict[str, Any] = {
@@ -572,7 +609,7 @@ def render_locks_table(rows: list[dict[str, Any]]) -> str:
             lines.append(cells + [""] * (len(peers) + 1))
             continue
         cells = [
-            r["system"] + ("" if r["fsync"] else " (no fsync)"),
+            r["system"] + ("" if r["fsync"] or r["system"] == FSYNC_OFF else " (no fsync)"),
             r["workload"],
             f"{r['rate']:,.0f}",
             f"{r['p50_ms']:.2f}",
@@ -653,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="one short run each, a smoke run")
     ap.add_argument("--skip-peers", action="store_true", help="distsync only, nothing installed")
+    ap.add_argument(
+        "--fsync-off-bound",
+        action="store_true",
+        help="also run distsync with fsync off on every node, what the disk costs (a bound)",
+    )
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     ap.add_argument("--plot", metavar="FILE", help="write a PNG of latency against clients")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -680,7 +722,12 @@ def run_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"distsync bench locks: {exc}", file=sys.stderr)
         return 2
-    result = run_locks(settings, peers=not args.skip_peers, log=Progress(quiet=args.quiet))
+    result = run_locks(
+        settings,
+        peers=not args.skip_peers,
+        fsync_off_bound=args.fsync_off_bound,
+        log=Progress(quiet=args.quiet),
+    )
     print(render_locks_table(result["rows"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
