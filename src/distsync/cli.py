@@ -470,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fsync-off-bound", dest="fsync_off_bound", action="store_true",
                        help="locks: also run distsync with fsync off on every node, "
                        "what the disk costs (a bound, not a configuration)")  # fmt: skip
+    bench.add_argument("--shared-client", dest="shared_client", action="store_true",
+                       help="locks: also run distsync with the clients as tasks of one "
+                       "shared client (one connection, a session per task)")  # fmt: skip
     bench.add_argument("--plot", metavar="FILE",
                        help="locks: write a PNG of latency against clients (matplotlib)")  # fmt: skip
     bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")

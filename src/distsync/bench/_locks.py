@@ -64,6 +64,7 @@ __all__ = [
     "WORKLOADS",
     "TARGETS",
     "FSYNC_OFF",
+    "SHARED",
     "LockSettings",
     "QUICK",
     "ensure_etcd",
@@ -153,10 +154,13 @@ def bench_distsync(
     log: Callable[[str], None] = _stderr,
     *,
     node_args: tuple[str, ...] = (),
+    shared_client: bool = False,
     label: str = "distsync",
 ) -> dict[str, list[dict[str, float]]]:
     """Every workload on one fresh ``LocalCluster(nodes=3)`` (fsync on unless
-    ``node_args`` holds ``--no-sync``)."""
+    ``node_args`` holds ``--no-sync``). ``shared_client``: the clients are tasks of one
+    ``AsyncClient`` (one connection to the leader, a session per task) instead of an
+    ``AsyncClient`` each."""
     from distsync.client import AsyncClient
     from distsync.cluster import LocalCluster
     from distsync.node import install_uvloop
@@ -169,11 +173,11 @@ def bench_distsync(
             most = max(w.clients for w in WORKLOADS)
             clients = [
                 AsyncClient(cluster.addresses, secret=cluster.secret, session_ttl=30.0)
-                for _ in range(most)
+                for _ in range(1 if shared_client else most)
             ]
             try:
                 for w in WORKLOADS:
-                    use = clients[: w.clients]
+                    use = clients * w.clients if shared_client else clients[: w.clients]
                     results[w.name] = []
                     for _ in range(settings.reps):
                         await _distsync_run(use, w, settings.warmup)
@@ -478,8 +482,10 @@ def bench_etcd(
 # ==== the whole benchmark =========================================================================
 
 
-#: The system name of the rows measured with fsync off on every node.
+#: The system names of the extra distsync runs (rows without target or ratio): fsync off
+#: on every node, and the clients as tasks of one shared client.
 FSYNC_OFF = "distsync, fsync off (bound)"
+SHARED = "distsync, one shared client"
 
 
 def run_locks(
@@ -487,6 +493,7 @@ def run_locks(
     *,
     peers: bool = True,
     fsync_off_bound: bool = False,
+    shared_client: bool = False,
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Run the benchmark: ``{"meta": {...}, "rows": [...]}``, one row per system and
@@ -496,14 +503,25 @@ def run_locks(
     (``distsync serve --no-sync``): not a configuration to deploy (an acknowledged lock
     could be lost with a power cut) but the bound that tells what the disk costs, i.e.
     what the same code does when every flush is free. Its rows (system
-    :data:`FSYNC_OFF`) carry no target: the targets hold while every commit is fsynced."""
+    :data:`FSYNC_OFF`) carry no target: the targets hold while every commit is fsynced.
+
+    ``shared_client`` runs distsync once more with each workload's clients as tasks of
+    one ``AsyncClient`` (rows :data:`SHARED`, no target): how a service with many workers
+    would use it, one connection to the leader for all of them. A lock's holder is then
+    a session of that client rather than a client of its own, so these rows are not the
+    workloads the targets are for (n clients, each with its own connection), only beside
+    them."""
     rows: list[dict[str, Any]] = []
     log("distsync (3 processes, fsync on)...")
     ours = bench_distsync(settings, log)
-    unsynced: dict[str, list[dict[str, float]]] = {}
+    extra: dict[str, tuple[bool, dict[str, list[dict[str, float]]]]] = {}
     if fsync_off_bound:
         log("distsync again, fsync off on every node (a bound, not a configuration)...")
         unsynced = bench_distsync(settings, log, node_args=("--no-sync",), label="no fsync")
+        extra[FSYNC_OFF] = (False, unsynced)
+    if shared_client:
+        log("distsync again, the clients as tasks of one client (fsync on)...")
+        extra[SHARED] = (True, bench_distsync(settings, log, shared_client=True, label="shared"))
     peer_runs: dict[str, dict[str, list[dict[str, float]]] | str] = {}
     versions: dict[str, str] = {}
     if peers:
@@ -558,17 +576,17 @@ def run_locks(
                 "runs": ours[w.name],
             }
         )
-        if unsynced:
+        for system, (fsync, variant) in extra.items():
             rows.append(
                 {
-                    "system": FSYNC_OFF,
-                    "fsync": False,
+                    "system": system,
+                    "fsync": fsync,
                     "workload": w.name,
                     "clients": w.clients,
                     "resources": w.resources,
                     "available": True,
-                    **_median_run(unsynced[w.name]),
-                    "runs": unsynced[w.name],
+                    **_median_run(variant[w.name]),
+                    "runs": variant[w.name],
                 }
             )
         for peer, runs in peer_runs.items():
@@ -695,6 +713,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run distsync with fsync off on every node, what the disk costs (a bound)",
     )
+    ap.add_argument(
+        "--shared-client",
+        action="store_true",
+        help="also run distsync with the clients as tasks of one shared client",
+    )
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     ap.add_argument("--plot", metavar="FILE", help="write a PNG of latency against clients")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -726,6 +749,7 @@ def run_cli(args: argparse.Namespace) -> int:
         settings,
         peers=not args.skip_peers,
         fsync_off_bound=args.fsync_off_bound,
+        shared_client=args.shared_client,
         log=Progress(quiet=args.quiet),
     )
     print(render_locks_table(result["rows"]))
