@@ -1,7 +1,7 @@
 """``distsync demo``: the lock service on a throwaway 3-node cluster, told as a story.
 
 It starts :class:`~distsync.LocalCluster` (three ``distsync serve`` processes on
-127.0.0.1, LMDB with fsync, temporary data dirs) and plays three short scenes with real
+127.0.0.1, fsync on, temporary data dirs) and plays three short scenes with real
 clients, printing what happened in words a newcomer can follow:
 
 1. **Shared and exclusive.** Two readers hold one resource together; a writer queues
@@ -249,7 +249,7 @@ def run_demo(out: TextIO = sys.stdout) -> None:
         print(line, file=out, flush=True)
 
     t0 = time.monotonic()
-    say("Starting a 3-node distsync cluster on 127.0.0.1 (3 processes, LMDB with fsync,")
+    say("Starting a 3-node distsync cluster on 127.0.0.1 (3 processes, fsync on,")
     say("temporary data dirs)...")
     with LocalCluster(nodes=3, timeout=WAIT) as cluster:
         leader = cluster.leader()

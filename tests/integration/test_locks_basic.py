@@ -1,5 +1,5 @@
 """The lock service through :class:`distsync.Client` against a real 3-node
-:class:`distsync.LocalCluster` (processes, TCP on 127.0.0.1, LMDB with fsync): contention,
+:class:`distsync.LocalCluster` (processes, TCP on 127.0.0.1, fsync on): contention,
 shared/exclusive mixes, FIFO hand-off, deadlock detection, refused releases,
 ``lock_status`` and acquire timeouts (DESIGN §5, §11)."""
 

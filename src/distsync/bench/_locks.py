@@ -15,7 +15,7 @@ sending the acquire to the release's acknowledgement. Per workload: a warm-up, t
 ``duration`` seconds, ``reps`` times; the median run (by rate) is reported.
 
 - **distsync**: ``LocalCluster(nodes=3)`` (three ``distsync serve`` processes on
-  127.0.0.1, LMDB with fsync on); each client is an :class:`~distsync.AsyncClient` of its
+  127.0.0.1, fsync on); each client is an :class:`~distsync.AsyncClient` of its
   own (its own connections and session), all on this process's event loop.
 - **PySyncObj** (peer, no fsync: its journal is in memory): three processes, each a
   ``SyncObj`` with a ``ReplLockManager(autoUnlockTime=30)``, batching off
