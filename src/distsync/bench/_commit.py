@@ -4,8 +4,8 @@ logic of ``distsync bench commit`` and of ``benchmarks/cluster_commit.py``.
 distsync: three ``distsync serve`` processes on 127.0.0.1, fsync on (the Raft log in
 segment files, and in LMDB for the ``lmdb`` rows); this process is the client
 (:class:`~distsync.testing.cluster.ClusterClient`, one connection to the leader carrying
-every proposal in flight). Each proposal is one ``incr`` command
-with a ``(client_id, sequence)``, acknowledged once committed and applied on the leader.
+every proposal in flight). Each proposal is one ``incr`` command with a ``(client_id,
+sequence)``, acknowledged once committed and applied on the leader.
 
 PySyncObj (the peer): three processes, each a ``SyncObj`` with a ``ReplCounter`` and its
 default in-memory journal (no fsync). It has no remote client, so the load runs inside
